@@ -1,0 +1,3 @@
+from openflare.cli import main
+
+raise SystemExit(main())

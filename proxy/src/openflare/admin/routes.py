@@ -1,0 +1,48 @@
+"""The admin listener: health, readiness, metrics, and the token-protected `/admin/*` API."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from aiohttp import web
+
+from openflare.admin.auth import admin_auth_middleware, json_error
+from openflare.config.reload import ConfigManager
+from openflare.deps import Deps
+from openflare.runtime import RuntimeHolder
+
+
+def create_admin_app(holder: RuntimeHolder, deps: Deps, manager: ConfigManager) -> web.Application:
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        ready, reason = deps.health.readiness()
+        return web.json_response(
+            {"status": reason, "config_hash": holder.runtime.bundle.hash},
+            status=200 if ready else 503,
+        )
+
+    async def metrics(request: web.Request) -> web.Response:
+        response = web.Response(body=deps.metrics.render())
+        response.headers["Content-Type"] = deps.metrics.content_type
+        return response
+
+    async def config_status(request: web.Request) -> web.Response:
+        return web.json_response(manager.status())
+
+    async def config_reload(request: web.Request) -> web.Response:
+        outcome = await manager.reload("admin_api")
+        return web.json_response(asdict(outcome), status=200 if outcome.result != "error" else 422)
+
+    async def not_found(request: web.Request) -> web.Response:
+        return json_error(404, "not_found", f"no admin endpoint {request.method} {request.path}")
+
+    app = web.Application(middlewares=[admin_auth_middleware(holder)])
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/admin/config", config_status)
+    app.router.add_post("/admin/config/reload", config_reload)
+    app.router.add_route("*", "/admin/{tail:.*}", not_found)
+    return app

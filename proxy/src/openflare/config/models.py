@@ -1,0 +1,207 @@
+"""The main configuration file (`configs/proxy.*.yaml`), as pydantic models.
+
+Every model is frozen and rejects unknown keys, so a typo is a config error naming the key
+instead of a silently ignored setting. Keys and defaults follow the original proof of concept
+(`server.listen_addr`, `upstreams[].base_url`, `cache.debug_headers`, ...) so its files still
+load; keys added since are documented in docs/02-pipeline.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_listen_addr(value: str) -> tuple[str, int]:
+    """`":8080"` → ("0.0.0.0", 8080); `"127.0.0.1:8080"`, `"[::1]:8080"` as written."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"expected HOST:PORT or :PORT, got {value!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} out of range 0-65535")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, port
+
+
+class ServerConfig(StrictModel):
+    listen_addr: str = ":8080"
+    admin_listen_addr: str = ":8081"
+    read_timeout_ms: int = Field(
+        30_000, gt=0, description="max wait for each chunk of a request body"
+    )
+    write_timeout_ms: int = Field(30_000, gt=0, description="reserved; see docs/08-limitations.md")
+    idle_timeout_ms: int = Field(60_000, gt=0, description="keep-alive idle timeout")
+    max_header_bytes: int = Field(32_768, ge=1024, le=1_048_576)
+    max_header_count: int = Field(100, ge=8, le=1000)
+    max_uri_bytes: int = Field(8_192, ge=256, le=65_536)
+    graceful_shutdown_timeout_ms: int = Field(15_000, ge=0)
+    shutdown_delay_ms: int = Field(
+        0, ge=0, description="/readyz fails this long before listeners close"
+    )
+    fault_injection: bool = Field(False, description="test-only: enables /__openflare/fault/*")
+
+    @field_validator("listen_addr", "admin_listen_addr")
+    @classmethod
+    def _valid_addr(cls, value: str) -> str:
+        parse_listen_addr(value)
+        return value
+
+
+class UpstreamConfig(StrictModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    base_url: str
+    connect_timeout_ms: int = Field(2_000, gt=0)
+    response_header_timeout_ms: int = Field(30_000, gt=0)
+    max_idle_conns: int = Field(1024, ge=0, description="cap on pooled connections (0 = no cap)")
+    max_idle_conns_per_host: int = Field(512, ge=0)
+    pass_host_header: bool = True
+
+    @field_validator("base_url")
+    @classmethod
+    def _valid_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("must start with http:// or https://")
+        if not parts.hostname:
+            raise ValueError("has no host")
+        if parts.query or parts.fragment:
+            raise ValueError("must not contain a query or fragment")
+        return value.rstrip("/")
+
+
+class RouteConfig(StrictModel):
+    id: str = Field(pattern=NAME_PATTERN)
+    host: str | None = Field(None, description="exact host, or *.suffix; none = any host")
+    path_prefix: str = "/"
+    upstream: str
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _lower_host(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.fullmatch(r"(\*\.)?[A-Za-z0-9.-]+(:\d+)?", value):
+            raise ValueError("must be a host name or *.suffix")
+        return value.lower()
+
+
+class RoutingConfig(StrictModel):
+    default_upstream: str | None = None
+    routes: tuple[RouteConfig, ...] = ()
+
+
+class SecurityConfig(StrictModel):
+    trust_x_forwarded_for: bool = Field(False, description="trust X-Forwarded-For from every peer")
+    trusted_proxies: tuple[str, ...] = ()
+    max_body_inspect_bytes: int = Field(65_536, ge=0)
+    max_request_body_bytes: int = Field(10 * 1024 * 1024, ge=0)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not a CIDR: {exc}") from None
+        return value
+
+
+class NormalizationConfig(StrictModel):
+    merge_slashes: bool = True
+    reject_encoded_slash: bool = Field(True, description="400 on %2F or %5C in the path")
+    reject_backslash: bool = Field(True, description="400 on a raw backslash in the path")
+
+
+class CacheConfig(StrictModel):
+    enabled: bool = True
+    max_entries: int = Field(10_000, ge=0)
+    max_bytes: int = Field(256 * 1024 * 1024, ge=0)
+    default_ttl_seconds: int = Field(0, ge=0)
+    respect_origin_cache_control: bool = True
+    bypass_on_cookie: bool = True
+    bypass_on_authorization: bool = True
+    never_store_on_set_cookie: bool = True
+    debug_headers: bool = False
+
+
+class AdminApiConfig(StrictModel):
+    enabled: bool = True
+    auth_token: str | None = Field(
+        None, description="prefer OPENFLARE_ADMIN_TOKEN / ADMIN_TOKEN in the environment"
+    )
+
+
+class LoggingConfig(StrictModel):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json"] = "json"
+    access_log: bool = True
+
+
+class RuleFilesConfig(StrictModel):
+    """Paths of the rule files, relative to the main config file's folder.
+
+    A path that is set must exist (a missing WAF file is an error, never "no WAF");
+    leave a key out to run that stage with no rules.
+    """
+
+    waf: str | None = None
+    cache: str | None = None
+    rate_limit: str | None = None
+
+
+class ProxyConfig(StrictModel):
+    dev_mode: bool = Field(False, description="allows the well-known dev admin token")
+    server: ServerConfig = ServerConfig()
+    upstreams: tuple[UpstreamConfig, ...] = Field(min_length=1)
+    routing: RoutingConfig = RoutingConfig()
+    security: SecurityConfig = SecurityConfig()
+    normalization: NormalizationConfig = NormalizationConfig()
+    cache: CacheConfig = CacheConfig()
+    admin_api: AdminApiConfig = AdminApiConfig()
+    logging: LoggingConfig = LoggingConfig()
+    rule_files: RuleFilesConfig = RuleFilesConfig()
+
+
+Location = tuple[str | int, ...]
+
+
+def reference_errors(config: ProxyConfig) -> list[tuple[Location, str]]:
+    """Cross-references a field validator cannot see: names that must exist or be unique."""
+    errors: list[tuple[Location, str]] = []
+    seen: set[str] = set()
+    for index, upstream in enumerate(config.upstreams):
+        if upstream.name in seen:
+            errors.append((("upstreams", index, "name"), f"duplicate upstream {upstream.name!r}"))
+        seen.add(upstream.name)
+    default = config.routing.default_upstream
+    if default is not None and default not in seen:
+        errors.append((("routing", "default_upstream"), f"unknown upstream {default!r}"))
+    route_ids: set[str] = set()
+    for index, route in enumerate(config.routing.routes):
+        if route.id in route_ids:
+            errors.append((("routing", "routes", index, "id"), f"duplicate route id {route.id!r}"))
+        route_ids.add(route.id)
+        if route.upstream not in seen:
+            errors.append(
+                (("routing", "routes", index, "upstream"), f"unknown upstream {route.upstream!r}")
+            )
+    return errors

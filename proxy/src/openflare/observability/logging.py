@@ -1,0 +1,112 @@
+"""JSON logs on stdout that never block the event loop.
+
+The event loop only serialises a line (one `orjson.dumps`) and appends it to a deque; a daemon
+thread writes batches to stdout. If stdout stalls, the backlog is capped at `max_pending` lines
+and the overflow is counted and reported instead of growing memory without bound.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import orjson
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+def utc_timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class LogWriter:
+    def __init__(
+        self,
+        stream: IO[bytes] | None = None,
+        *,
+        level: str = "info",
+        max_pending: int = 100_000,
+        flush_interval: float = 0.05,
+    ) -> None:
+        self._stream = stream if stream is not None else sys.stdout.buffer
+        self._pending: deque[bytes] = deque()
+        self._max_pending = max_pending
+        self._flush_interval = flush_interval
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self.dropped = 0
+        self.level = LEVELS[level]
+        self._thread = threading.Thread(target=self._run, name="openflare-log", daemon=True)
+        self._thread.start()
+
+    def set_level(self, level: str) -> None:
+        self.level = LEVELS[level]
+
+    def write_line(self, line: bytes) -> None:
+        if len(self._pending) >= self._max_pending:
+            self.dropped += 1
+            return
+        self._pending.append(line)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.write_line(orjson.dumps(record, default=str) + b"\n")
+
+    def event(self, level: str, event: str, **fields: Any) -> None:
+        """A structured event line (startup, reload, errors) — not for the per-request path."""
+        if LEVELS[level] < self.level:
+            return
+        record = {"time": utc_timestamp(), "level": level, "event": event}
+        record.update(fields)
+        self.write(record)
+
+    def _drain(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        batch: list[bytes] = []
+        while pending:
+            try:
+                batch.append(pending.popleft())
+            except IndexError:
+                break
+        if self.dropped:
+            dropped, self.dropped = self.dropped, 0
+            batch.append(
+                orjson.dumps(
+                    {
+                        "time": utc_timestamp(),
+                        "level": "warning",
+                        "event": "log_dropped",
+                        "lines": dropped,
+                    }
+                )
+                + b"\n"
+            )
+        try:
+            self._stream.write(b"".join(batch))
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass  # stdout closed: nothing sensible left to do with log lines
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            self._wake.wait(self._flush_interval)
+            self._wake.clear()
+            self._drain()
+        self._drain()
+
+    def flush(self, timeout: float = 2.0) -> None:
+        """Write everything pending now (used at shutdown and by tests)."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        while self._pending and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+        self._thread.join(timeout=2.0)

@@ -1,0 +1,128 @@
+"""What every stage shares: the per-request `Exchange`, the `Stage` protocol, and `compose`.
+
+A stage is `async def __call__(self, exchange, next) -> web.StreamResponse`: it may answer by
+itself (a 403, a cache hit) or call `next(exchange)` and look at what comes back. Stages are
+built once per runtime from config (`build(bundle, deps)`), and `compose` folds the stage list
+into a single handler, so the request path does no lookups of its own.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from openflare.config.loader import ConfigBundle
+    from openflare.deps import Deps
+    from openflare.routing import Route
+
+Handler = Callable[["Exchange"], Awaitable[web.StreamResponse]]
+
+
+class Stage(Protocol):
+    async def __call__(self, exchange: Exchange, next: Handler) -> web.StreamResponse: ...
+
+
+class Terminal(Protocol):
+    async def __call__(self, exchange: Exchange) -> web.StreamResponse: ...
+
+
+StageFactory = Callable[["ConfigBundle", "Deps"], Stage | None]
+
+
+class Exchange:
+    """One request's state as it moves through the pipeline; what the access log reports."""
+
+    __slots__ = (
+        "request",
+        "started",
+        "request_id",
+        "peer_ip",
+        "client_ip",
+        "method",
+        "host",
+        "path",
+        "query",
+        "route",
+        "upstream_status",
+        "upstream_ms",
+        "cache_status",
+        "cache_ttl",
+        "cache_age",
+        "waf",
+        "ratelimit",
+        "error",
+        "bytes_sent",
+        "response",
+        "debug_headers",
+    )
+
+    def __init__(self, request: web.BaseRequest, started: float, debug_headers: bool) -> None:
+        self.request = request
+        self.started = started
+        self.request_id = ""
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        self.peer_ip: str = peer[0] if peer else "0.0.0.0"
+        self.client_ip = self.peer_ip
+        self.method = request.method
+        self.host = request.headers.get("Host", "")
+        self.path = ""  # normalized path, set by the normalize stage
+        self.query = ""  # raw query string exactly as the client sent it
+        self.route: Route | None = None
+        self.upstream_status = 0
+        self.upstream_ms = -1.0
+        self.cache_status = ""
+        self.cache_ttl: int | None = None
+        self.cache_age: int | None = None
+        self.waf = ""
+        self.ratelimit = ""
+        self.error = ""
+        self.bytes_sent = 0
+        self.response: web.StreamResponse | None = None  # set once headers are sent
+        self.debug_headers = debug_headers
+
+    def finalize_headers(self, response: web.StreamResponse) -> None:
+        """Stage 14: the headers every response carries, set just before they are sent."""
+        headers = response.headers
+        headers["X-Request-ID"] = self.request_id
+        if self.debug_headers and self.cache_status:
+            headers["X-Edge-Cache"] = self.cache_status
+            if self.cache_ttl is not None:
+                headers["X-Edge-Cache-TTL"] = str(self.cache_ttl)
+            if self.cache_age is not None:
+                headers["X-Edge-Cache-Age"] = str(self.cache_age)
+
+    async def start_response(self, response: web.StreamResponse) -> None:
+        """Send the status line and headers of a streamed response."""
+        self.finalize_headers(response)
+        self.response = response
+        await response.prepare(self.request)
+
+    async def send(self, response: web.StreamResponse) -> None:
+        """Send a complete (not yet prepared) response, body included."""
+        if response.prepared:
+            return
+        await self.start_response(response)
+        await response.write_eof()
+        self.bytes_sent = response.body_length
+
+
+def compose(stages: Sequence[Stage], terminal: Terminal) -> Handler:
+    """Fold `stages` around `terminal`: the first stage is the outermost."""
+    handler: Handler = terminal
+    for stage in reversed(stages):
+        handler = functools.partial(stage, next=handler)
+    return handler
+
+
+def plain_error(exchange: Exchange, status: int, message: str) -> web.Response:
+    """A short text error that carries the request id, for 4xx/5xx the edge produces itself."""
+    return web.Response(
+        status=status,
+        text=f"{status} {message}\nrequest_id: {exchange.request_id}\n",
+        headers={"Cache-Control": "no-store"},
+    )

@@ -1,0 +1,205 @@
+"""Stage 12 — forward to the origin (the end of the chain).
+
+Request and response bodies are streamed, never buffered whole: the request body is counted
+while it streams (413 past `security.max_request_body_bytes`, 408 when a chunk takes longer
+than `server.read_timeout_ms`) and is forwarded intact. Failures map to statuses the way nginx
+and Envoy do: origin too slow (connect or time-to-first-byte) → 504, refused or reset → 502,
+invalid HTTP → 502, each with the request ID in a short body and counted by kind. If the origin
+breaks off mid-body, the client connection is aborted so it sees a truncated response, never a
+short one that looks complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from openflare.clientip import ClientIpResolver
+from openflare.pipeline.base import Exchange, plain_error
+from openflare.upstream.headers import client_response_headers, upstream_request_headers
+
+if TYPE_CHECKING:
+    from openflare.config.loader import ConfigBundle
+    from openflare.deps import Deps
+    from openflare.observability.metrics import Metrics
+    from openflare.upstream.pool import UpstreamPool
+
+NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class RequestBodyError(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class _BodyStream:
+    """The client's request body as an async iterator, counted and timed as it streams."""
+
+    __slots__ = ("_content", "_limit", "_timeout", "error", "sent")
+
+    def __init__(self, content: aiohttp.StreamReader, limit: int, timeout: float) -> None:
+        self._content = content
+        self._limit = limit
+        self._timeout = timeout
+        self.error: RequestBodyError | None = None
+        self.sent = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        content = self._content
+        while True:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    chunk = await content.readany()
+            except TimeoutError:
+                self.error = RequestBodyError(408, "body_read_timeout")
+                raise self.error from None
+            if not chunk:
+                return
+            self.sent += len(chunk)
+            if self.sent > self._limit:
+                self.error = RequestBodyError(413, "body_too_large")
+                raise self.error
+            yield chunk
+
+
+class ForwardStage:
+    __slots__ = ("_pools", "_resolver", "_metrics", "_max_body", "_read_timeout")
+
+    def __init__(
+        self,
+        pools: Mapping[str, UpstreamPool],
+        resolver: ClientIpResolver,
+        metrics: Metrics,
+        max_body: int,
+        read_timeout: float,
+    ) -> None:
+        self._pools = pools
+        self._resolver = resolver
+        self._metrics = metrics
+        self._max_body = max_body
+        self._read_timeout = read_timeout
+
+    async def __call__(self, exchange: Exchange) -> web.StreamResponse:
+        assert exchange.route is not None, "the route stage runs before forward"
+        pool = self._pools[exchange.route.upstream]
+        request = exchange.request
+        headers = upstream_request_headers(
+            request.headers,
+            request_id=exchange.request_id,
+            peer_ip=exchange.peer_ip,
+            peer_trusted=self._resolver.is_trusted(exchange.peer_ip),
+            scheme=request.scheme,
+            pass_host=pool.pass_host_header,
+        )
+        target = pool.base_url + exchange.path + ("?" + exchange.query if exchange.query else "")
+        body = (
+            _BodyStream(request.content, self._max_body, self._read_timeout)
+            if request.body_exists
+            else None
+        )
+        if body is not None and request.headers.get("Expect", "").lower() == "100-continue":
+            # every earlier stage accepted the request: now invite the client to send its body
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(pool.header_timeout):
+                upstream = await pool.session.request(
+                    exchange.method,
+                    URL(target, encoded=True),
+                    headers=headers,
+                    data=body.__aiter__() if body is not None else None,
+                    allow_redirects=False,
+                    compress=None,
+                )
+        except Exception as exc:
+            if body is not None and body.error is not None:
+                return self._refuse_body(exchange, body.error)
+            return self._upstream_failure(exchange, pool, exc)
+        elapsed = time.monotonic() - started
+        exchange.upstream_status = upstream.status
+        exchange.upstream_ms = round(elapsed * 1000, 3)
+        self._metrics.upstream_latency(pool.name).observe(elapsed)
+        return await self._relay(exchange, pool, upstream)
+
+    async def _relay(
+        self, exchange: Exchange, pool: UpstreamPool, upstream: aiohttp.ClientResponse
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for name, value in client_response_headers(upstream.headers):
+            response.headers.add(name, value)
+        has_body = exchange.method != "HEAD" and upstream.status not in NO_BODY_STATUSES
+        length = upstream.content_length
+        if length is not None:
+            if has_body:
+                response.content_length = length
+            else:
+                response.headers["Content-Length"] = str(length)
+        try:
+            await exchange.start_response(response)
+            if has_body:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                    exchange.bytes_sent += len(chunk)
+            await response.write_eof()
+        except ConnectionResetError:
+            exchange.error = "client_disconnected"
+            upstream.close()  # the unread rest of the body makes the connection unusable
+            return response
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+            exchange.error = f"upstream_body_{type(exc).__name__}"
+            self._metrics.upstream_error(pool.name, "reset")
+            upstream.close()
+            transport = exchange.request.transport
+            if transport is not None:
+                transport.abort()  # the client must see the truncation
+            return response
+        upstream.release()
+        return response
+
+    def _refuse_body(self, exchange: Exchange, error: RequestBodyError) -> web.Response:
+        self._metrics.reject("forward", error.reason)
+        exchange.error = error.reason
+        message = "Content Too Large" if error.status == 413 else "Request Timeout"
+        response = plain_error(exchange, error.status, message)
+        response.force_close()
+        return response
+
+    def _upstream_failure(
+        self, exchange: Exchange, pool: UpstreamPool, exc: BaseException
+    ) -> web.Response:
+        if isinstance(exc, TimeoutError):
+            kind, status, message = (
+                "timeout",
+                504,
+                "Gateway Timeout (origin did not answer in time)",
+            )
+        elif isinstance(exc, aiohttp.ClientConnectorError):
+            kind, status, message = "connect", 502, "Bad Gateway (cannot connect to origin)"
+        elif isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+            kind, status, message = "reset", 502, "Bad Gateway (origin closed the connection)"
+        elif isinstance(exc, aiohttp.ClientError):
+            kind, status, message = "protocol", 502, "Bad Gateway (invalid response from origin)"
+        else:
+            raise exc
+        self._metrics.upstream_error(pool.name, kind)
+        exchange.error = f"upstream_{kind}"
+        return plain_error(exchange, status, message)
+
+
+def build_terminal(bundle: ConfigBundle, deps: Deps) -> ForwardStage:
+    security = bundle.proxy.security
+    return ForwardStage(
+        deps.upstreams.refresh(bundle.proxy.upstreams),
+        ClientIpResolver(security.trusted_proxies, trust_all=security.trust_x_forwarded_for),
+        deps.metrics,
+        security.max_request_body_bytes,
+        bundle.proxy.server.read_timeout_ms / 1000,
+    )

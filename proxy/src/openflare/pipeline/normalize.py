@@ -1,0 +1,150 @@
+"""Stage 5 — normalization of the request target.
+
+The normalized path is what the WAF inspects, what the cache keys on and what is forwarded, so
+the origin and the WAF always see the same thing. Only what RFC 3986 says is equivalent is
+changed: percent-encoded unreserved characters are decoded, other escapes get upper-case hex,
+dot segments are removed (also when written as `%2e`), and duplicate slashes are merged when
+configured. `%2F` is never decoded into a path separator. NUL, control characters, invalid
+escapes and (when configured) encoded slashes or backslashes are refused with 400.
+
+The query string is forwarded exactly as the client sent it; `canonical_query` gives the
+stable form the cache keys on.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlencode
+
+from aiohttp import web
+
+from openflare.pipeline.base import Exchange, Handler, plain_error
+
+if TYPE_CHECKING:
+    from openflare.config.loader import ConfigBundle
+    from openflare.config.models import NormalizationConfig
+    from openflare.deps import Deps
+    from openflare.observability.metrics import Metrics
+
+UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+class PathRejected(ValueError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _has_control(text: str) -> bool:
+    """Control characters, DEL or spaces (isprintable is one C-level pass)."""
+    return not text.isprintable() or " " in text
+
+
+def _decode_escapes(path: str, reject_encoded_slash: bool) -> str:
+    out: list[str] = []
+    i, n = 0, len(path)
+    while i < n:
+        ch = path[i]
+        if ch != "%":
+            out.append(ch)
+            i += 1
+            continue
+        pair = path[i + 1 : i + 3]
+        if len(pair) != 2 or not all(ord(c) in HEX for c in pair):
+            raise PathRejected("invalid_percent_encoding")
+        byte = int(pair, 16)
+        if byte == 0:
+            raise PathRejected("encoded_nul")
+        if byte in (0x2F, 0x5C) and reject_encoded_slash:
+            raise PathRejected("encoded_slash")
+        if byte in UNRESERVED:
+            out.append(chr(byte))
+        else:
+            out.append("%" + pair.upper())
+        i += 3
+    return "".join(out)
+
+
+def remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4 for an absolute path; the result always starts with '/'."""
+    output: list[str] = []
+    segments = path.split("/")
+    for index, segment in enumerate(segments[1:], start=1):
+        last = index == len(segments) - 1
+        if segment == "..":
+            if len(output) > 0:
+                output.pop()
+            if last:
+                output.append("")
+        elif segment == ".":
+            if last:
+                output.append("")
+        else:
+            output.append(segment)
+    return "/" + "/".join(output)
+
+
+def merge_slashes(path: str) -> str:
+    while "//" in path:
+        path = path.replace("//", "/")
+    return path
+
+
+def normalize_path(raw: str, options: NormalizationConfig) -> str:
+    """The normalized form of an origin-form path, or PathRejected with a reason word."""
+    if not raw.startswith("/"):
+        raise PathRejected("not_origin_form")
+    if _has_control(raw):
+        raise PathRejected("control_character")
+    if "\\" in raw and options.reject_backslash:
+        raise PathRejected("backslash")
+    path = _decode_escapes(raw, options.reject_encoded_slash) if "%" in raw else raw
+    if options.merge_slashes and "//" in path:
+        path = merge_slashes(path)
+    if "/." in path:
+        path = remove_dot_segments(path)
+    return path
+
+
+def canonical_query(query: str) -> str:
+    """Query parameters in a stable order, for the cache key (never what the origin gets)."""
+    if not query:
+        return ""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    pairs.sort()
+    return urlencode(pairs)
+
+
+class NormalizeStage:
+    __slots__ = ("_options", "_metrics")
+
+    def __init__(self, options: NormalizationConfig, metrics: Metrics) -> None:
+        self._options = options
+        self._metrics = metrics
+
+    async def __call__(self, exchange: Exchange, next: Handler) -> web.StreamResponse:
+        request = exchange.request
+        if not exchange.host and request.version >= (1, 1):
+            return self._refuse(exchange, "missing_host")
+        target = request.raw_path
+        path, _, query = target.partition("?")
+        if "#" in target:
+            return self._refuse(exchange, "fragment_in_target")
+        try:
+            exchange.path = normalize_path(path, self._options)
+        except PathRejected as exc:
+            return self._refuse(exchange, exc.reason)
+        if _has_control(query):
+            return self._refuse(exchange, "control_character")
+        exchange.query = query
+        return await next(exchange)
+
+    def _refuse(self, exchange: Exchange, reason: str) -> web.Response:
+        self._metrics.reject("normalize", reason)
+        exchange.error = reason
+        return plain_error(exchange, 400, f"Bad Request ({reason.replace('_', ' ')})")
+
+
+def build(bundle: ConfigBundle, deps: Deps) -> NormalizeStage:
+    return NormalizeStage(bundle.proxy.normalization, deps.metrics)

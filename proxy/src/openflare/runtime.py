@@ -1,0 +1,84 @@
+"""The runtime: one loaded config bundle compiled into one request handler.
+
+`PIPELINE` below is the whole request path, in order, in one place. A runtime is immutable; a
+reload builds a complete new one (every rule compiled and validated) and `RuntimeHolder.swap`
+replaces it in one assignment. A request reads `holder.runtime` once and keeps that runtime for
+its whole life, so requests in flight during a reload finish on the config they started with.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from openflare.config.loader import ConfigBundle
+from openflare.deps import Deps
+from openflare.pipeline import (
+    access_log,
+    cache,
+    fault,
+    forward,
+    limits,
+    normalize,
+    ratelimit,
+    recovery,
+    request_id,
+    route,
+    waf,
+)
+from openflare.pipeline.base import Handler, Stage, StageFactory, compose
+
+PIPELINE: tuple[tuple[str, StageFactory], ...] = (
+    ("request_id", request_id.build),  # 1  request ID, client IP
+    ("access_log", access_log.build),  # 2  JSON line + request metrics, on the way out
+    ("recovery", recovery.build),  # 3  exception → 500 with the request ID
+    ("limits", limits.build),  # 4  414 / 431 / 413
+    ("normalize", normalize.build),  # 5  canonical path, 400 on hostile encodings
+    ("waf", waf.build),  # 6  403 (enforce) or log (shadow)
+    ("ratelimit", ratelimit.build),  # 7  429
+    ("route", route.build),  # 8  host + longest prefix → upstream, 404
+    ("cache", cache.build),  # 9-11, 13  eligibility, lookup, collapsing, store
+    ("fault", fault.build),  # test-only fault injection (off unless configured)
+)
+# 12: forward to the origin ends the chain; 14 (response headers) is Exchange.finalize_headers.
+TERMINAL = forward.build_terminal
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    bundle: ConfigBundle
+    handler: Handler
+    stages: tuple[str, ...]
+    debug_headers: bool
+    loaded_at: float
+
+
+def build_runtime(bundle: ConfigBundle, deps: Deps) -> Runtime:
+    stages: list[Stage] = []
+    names: list[str] = []
+    for name, factory in PIPELINE:
+        stage = factory(bundle, deps)
+        if stage is not None:
+            stages.append(stage)
+            names.append(name)
+    names.append("forward")
+    return Runtime(
+        bundle=bundle,
+        handler=compose(stages, TERMINAL(bundle, deps)),
+        stages=tuple(names),
+        debug_headers=bundle.proxy.cache.debug_headers,
+        loaded_at=time.time(),
+    )
+
+
+class RuntimeHolder:
+    """The one mutable reference to the current runtime."""
+
+    __slots__ = ("runtime",)
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def swap(self, runtime: Runtime) -> Runtime:
+        previous, self.runtime = self.runtime, runtime
+        return previous
