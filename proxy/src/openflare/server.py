@@ -22,7 +22,7 @@ from openflare.config.loader import ConfigBundle
 from openflare.config.models import parse_listen_addr
 from openflare.config.reload import ConfigManager
 from openflare.deps import Deps
-from openflare.observability.logging import LogWriter
+from openflare.observability.logging import LogWriter, bridge_library_logs
 from openflare.runtime import RuntimeHolder, build_runtime
 
 
@@ -31,6 +31,7 @@ async def serve(bundle: ConfigBundle, env: Mapping[str, str] | None = None) -> N
     proxy = bundle.proxy
     deps = Deps(log=LogWriter(level=proxy.logging.level))
     log = deps.log
+    bridge_library_logs(log)
     holder = RuntimeHolder(build_runtime(bundle, deps))
     manager = ConfigManager(bundle.main_path, env, deps, holder)
     grace = proxy.server.graceful_shutdown_timeout_ms / 1000

@@ -17,14 +17,11 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from openflare.cache.rules import CacheRules
 from openflare.config.models import Location, ProxyConfig, reference_errors
-from openflare.config.rules import (
-    CacheRules,
-    RateLimitRules,
-    RuleFile,
-    WafRules,
-    rule_reference_errors,
-)
+from openflare.config.rules import RuleFile, rule_reference_errors
+from openflare.ratelimit.rules import RateLimitRules
+from openflare.waf.rules import WafRules
 
 DEFAULT_CONFIG_PATH = "configs/proxy.dev.yaml"
 DEV_ADMIN_TOKEN = "openflare-dev-token"

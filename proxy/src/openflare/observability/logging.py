@@ -7,6 +7,7 @@ and the overflow is counted and reported instead of growing memory without bound
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -110,3 +111,31 @@ class LogWriter:
         self._stopped.set()
         self._wake.set()
         self._thread.join(timeout=2.0)
+
+
+class StdlibBridge(logging.Handler):
+    """Routes library log records (aiohttp's "Error handling request", parser refusals) into
+    the JSON stream as one short line each, without tracebacks of client garbage."""
+
+    def __init__(self, writer: LogWriter) -> None:
+        super().__init__(logging.WARNING)
+        self._writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        self._writer.event(
+            "warning",
+            "library",
+            logger=record.name,
+            message=record.getMessage()[:300],
+            error=f"{type(error).__name__}: {str(error)[:200]}" if error else None,
+        )
+
+
+def bridge_library_logs(writer: LogWriter) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, StdlibBridge):
+            root.removeHandler(handler)
+    root.addHandler(StdlibBridge(writer))
+    root.setLevel(logging.WARNING)

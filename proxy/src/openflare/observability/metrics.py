@@ -24,7 +24,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from openflare import __version__
 
 # `*_created` series double the series count for no operational value.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}

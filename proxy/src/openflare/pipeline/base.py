@@ -58,6 +58,9 @@ class Exchange:
         "bytes_sent",
         "response",
         "debug_headers",
+        "extra_headers",
+        "body_prefix",
+        "cache_bypass",
     )
 
     def __init__(self, request: web.BaseRequest, started: float, debug_headers: bool) -> None:
@@ -84,11 +87,25 @@ class Exchange:
         self.bytes_sent = 0
         self.response: web.StreamResponse | None = None  # set once headers are sent
         self.debug_headers = debug_headers
+        # headers a stage wants on the response (e.g. RateLimit-*), applied by finalize_headers
+        self.extra_headers: list[tuple[str, str]] | None = None
+        # request-body bytes a stage already read (e.g. the WAF's inspection window); the
+        # forward stage sends them first, then streams the rest, so the origin gets it all
+        self.body_prefix = b""
+        self.cache_bypass = False  # set by a WAF `bypass_cache` action
+
+    def add_response_header(self, name: str, value: str) -> None:
+        if self.extra_headers is None:
+            self.extra_headers = []
+        self.extra_headers.append((name, value))
 
     def finalize_headers(self, response: web.StreamResponse) -> None:
         """Stage 14: the headers every response carries, set just before they are sent."""
         headers = response.headers
         headers["X-Request-ID"] = self.request_id
+        if self.extra_headers:
+            for name, value in self.extra_headers:
+                headers[name] = value
         if self.debug_headers and self.cache_status:
             headers["X-Edge-Cache"] = self.cache_status
             if self.cache_ttl is not None:

@@ -43,16 +43,21 @@ class RequestBodyError(Exception):
 class _BodyStream:
     """The client's request body as an async iterator, counted and timed as it streams."""
 
-    __slots__ = ("_content", "_limit", "_timeout", "error", "sent")
+    __slots__ = ("_content", "_prefix", "_limit", "_timeout", "error", "sent")
 
-    def __init__(self, content: aiohttp.StreamReader, limit: int, timeout: float) -> None:
+    def __init__(
+        self, content: aiohttp.StreamReader, prefix: bytes, limit: int, timeout: float
+    ) -> None:
         self._content = content
+        self._prefix = prefix
         self._limit = limit
         self._timeout = timeout
         self.error: RequestBodyError | None = None
-        self.sent = 0
+        self.sent = len(prefix)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._prefix:
+            yield self._prefix  # already read (and checked against the limit) by the WAF
         content = self._content
         while True:
             try:
@@ -101,7 +106,7 @@ class ForwardStage:
         )
         target = pool.base_url + exchange.path + ("?" + exchange.query if exchange.query else "")
         body = (
-            _BodyStream(request.content, self._max_body, self._read_timeout)
+            _BodyStream(request.content, exchange.body_prefix, self._max_body, self._read_timeout)
             if request.body_exists
             else None
         )
