@@ -8,6 +8,7 @@ into a single handler, so the request path does no lookups of its own.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
@@ -61,6 +62,7 @@ class Exchange:
         "extra_headers",
         "body_prefix",
         "cache_bypass",
+        "continue_sent",
     )
 
     def __init__(self, request: web.BaseRequest, started: float, debug_headers: bool) -> None:
@@ -93,6 +95,35 @@ class Exchange:
         # forward stage sends them first, then streams the rest, so the origin gets it all
         self.body_prefix = b""
         self.cache_bypass = False  # set by a WAF `bypass_cache` action
+        self.continue_sent = False
+
+    async def send_continue(self) -> None:
+        """Answer `Expect: 100-continue` once, when a stage is about to read the body."""
+        request = self.request
+        if (
+            not self.continue_sent
+            and request.version >= (1, 1)
+            and request.headers.get("Expect", "").lower() == "100-continue"
+        ):
+            self.continue_sent = True
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    async def read_body_prefix(self, limit: int, timeout: float) -> bytes:
+        """Read up to `limit` bytes of the request body for inspection, once; the forward
+        stage sends these bytes first and streams the rest, so nothing is lost or cut."""
+        if self.body_prefix or not self.request.body_exists:
+            return self.body_prefix
+        await self.send_continue()
+        content = self.request.content
+        buffer = bytearray()
+        async with asyncio.timeout(timeout):
+            while len(buffer) < limit:
+                chunk = await content.read(limit - len(buffer))
+                if not chunk:
+                    break
+                buffer += chunk
+        self.body_prefix = bytes(buffer)
+        return self.body_prefix
 
     def add_response_header(self, name: str, value: str) -> None:
         if self.extra_headers is None:

@@ -110,9 +110,8 @@ class ForwardStage:
             if request.body_exists
             else None
         )
-        if body is not None and request.headers.get("Expect", "").lower() == "100-continue":
-            # every earlier stage accepted the request: now invite the client to send its body
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if body is not None:
+            await exchange.send_continue()  # every earlier stage accepted the request
         started = time.monotonic()
         try:
             async with asyncio.timeout(pool.header_timeout):
