@@ -108,7 +108,7 @@ class Exchange:
             self.continue_sent = True
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
-    async def read_body_prefix(self, limit: int, timeout: float) -> bytes:
+    async def read_body_prefix(self, limit: int, read_timeout: float) -> bytes:
         """Read up to `limit` bytes of the request body for inspection, once; the forward
         stage sends these bytes first and streams the rest, so nothing is lost or cut."""
         if self.body_prefix or not self.request.body_exists:
@@ -116,7 +116,7 @@ class Exchange:
         await self.send_continue()
         content = self.request.content
         buffer = bytearray()
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(read_timeout):
             while len(buffer) < limit:
                 chunk = await content.read(limit - len(buffer))
                 if not chunk:
