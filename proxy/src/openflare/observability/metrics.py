@@ -112,6 +112,65 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.stage_duration = Histogram(
+            "openflare_stage_duration_seconds",
+            "Time spent in the pipeline stages that do real work (waf, ratelimit, cache_lookup).",
+            ("stage",),
+            buckets=(
+                0.00001,
+                0.000025,
+                0.00005,
+                0.0001,
+                0.00025,
+                0.0005,
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.1,
+            ),
+            registry=r,
+        )
+        self.waf_decisions = Counter(
+            "openflare_waf_decisions_total",
+            "WAF rule matches by rule id and action (block, log, allow, would_block, bypass_cache).",
+            ("rule_id", "action"),
+            registry=r,
+        )
+        self.ratelimit_decisions = Counter(
+            "openflare_ratelimit_total",
+            "Rate-limit decisions by rule id and decision (allow, deny, would_block, error).",
+            ("rule_id", "decision"),
+            registry=r,
+        )
+        self.ratelimit_backend_errors = Counter(
+            "openflare_ratelimit_backend_errors_total",
+            "Rate-limit backend failures (e.g. Redis unreachable), by backend.",
+            ("backend",),
+            registry=r,
+        )
+        self.cache_operations = Counter(
+            "openflare_cache_operations_total",
+            "Cache outcomes by operation (hit, miss, bypass, store, expired, stale, revalidated, "
+            "error, purge).",
+            ("operation",),
+            registry=r,
+        )
+        self.cache_size_bytes = Gauge(
+            "openflare_cache_size_bytes", "Bytes held by the cache store.", registry=r
+        )
+        self.cache_entries = Gauge(
+            "openflare_cache_entries", "Entries held by the cache store.", registry=r
+        )
+        self.cache_evictions = Counter(
+            "openflare_cache_evictions_total", "Entries evicted to stay within limits.", registry=r
+        )
+        self.cache_collapsed = Counter(
+            "openflare_cache_collapsed_requests_total",
+            "Requests that waited for another request's origin fetch instead of making their own.",
+            registry=r,
+        )
         self.config_reloads = Counter(
             "openflare_config_reloads_total",
             "Config reload attempts, by result (ok, error, unchanged).",
@@ -160,6 +219,30 @@ class Metrics:
             child = self.upstream_duration.labels(upstream)
             self._children[key] = child
         return child
+
+    def _cached(self, key: tuple[Any, ...], make: Any) -> Any:
+        child = self._children.get(key)
+        if child is None:
+            child = make()
+            self._children[key] = child
+        return child
+
+    def waf_decision(self, rule_id: str, action: str) -> None:
+        """Rule ids come from the loaded rule file, so the label set is bounded."""
+        key = ("waf", rule_id, action)
+        self._cached(key, lambda: self.waf_decisions.labels(rule_id, action)).inc()
+
+    def ratelimit_decision(self, rule_id: str, decision: str) -> None:
+        key = ("rl", rule_id, decision)
+        self._cached(key, lambda: self.ratelimit_decisions.labels(rule_id, decision)).inc()
+
+    def cache_operation(self, operation: str) -> None:
+        key = ("cache", operation)
+        self._cached(key, lambda: self.cache_operations.labels(operation)).inc()
+
+    def stage_latency(self, stage: str) -> Any:
+        """The histogram child for `stage`; call `.observe(seconds)` on it."""
+        return self._cached(("stage", stage), lambda: self.stage_duration.labels(stage))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
