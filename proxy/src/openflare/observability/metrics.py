@@ -134,7 +134,8 @@ class Metrics:
         )
         self.waf_decisions = Counter(
             "openflare_waf_decisions_total",
-            "WAF rule matches by rule id and action (block, log, allow, would_block, bypass_cache).",
+            "WAF rule matches by rule id and action (block, log, allow, would_block, bypass_cache)"
+            ".",
             ("rule_id", "action"),
             registry=r,
         )
