@@ -49,23 +49,23 @@ class Runtime:
     bundle: ConfigBundle
     handler: Handler
     stages: tuple[str, ...]
+    stage_objects: dict[str, Stage]
     debug_headers: bool
     loaded_at: float
 
 
 def build_runtime(bundle: ConfigBundle, deps: Deps) -> Runtime:
-    stages: list[Stage] = []
-    names: list[str] = []
+    stages: dict[str, Stage] = {}
     for name, factory in PIPELINE:
         stage = factory(bundle, deps)
         if stage is not None:
-            stages.append(stage)
-            names.append(name)
-    names.append("forward")
+            stages[name] = stage
+    names = [*stages, "forward"]
     return Runtime(
         bundle=bundle,
-        handler=compose(stages, TERMINAL(bundle, deps)),
+        handler=compose(list(stages.values()), TERMINAL(bundle, deps)),
         stages=tuple(names),
+        stage_objects=stages,
         debug_headers=bundle.proxy.cache.debug_headers,
         loaded_at=time.time(),
     )

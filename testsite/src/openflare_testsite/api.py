@@ -46,7 +46,11 @@ async def api_time(request: Request) -> JSONResponse:
 async def api_random(request: Request) -> JSONResponse:
     return _api(
         request,
-        {"value": random.random(), "int": random.randint(0, 2**31 - 1), "hex": secrets.token_hex(16)},
+        {
+            "value": random.random(),
+            "int": random.randint(0, 2**31 - 1),
+            "hex": secrets.token_hex(16),
+        },
     )
 
 

@@ -1,4 +1,5 @@
-"""Application factory and admin endpoints (``/healthz``, ``/__hits``, ``/__fail``, ``/__reset``)."""
+"""Application factory and the admin endpoints (``/healthz``, ``/__hits``, ``/__fail``,
+``/__reset``)."""
 
 from __future__ import annotations
 

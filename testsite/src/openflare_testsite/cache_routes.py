@@ -118,7 +118,9 @@ async def vary_star(request: Request) -> JSONResponse:
 @router.api_route("/set-cookie", methods=GET_HEAD)
 async def set_cookie(request: Request) -> JSONResponse:
     cookie = f"origin_visit={stamp_of(request).seq}; Path=/"
-    return _cached(request, "set-cookie", "public, max-age=60", {"set-cookie": cookie}, cookie=cookie)
+    return _cached(
+        request, "set-cookie", "public, max-age=60", {"set-cookie": cookie}, cookie=cookie
+    )
 
 
 @router.api_route("/tags", methods=GET_HEAD)
@@ -162,7 +164,10 @@ async def etag_bump(request: Request) -> JSONResponse:
         state.etag_version += 1
         version = state.etag_version
     return json_response(
-        request, {"version": version, "etag": _etag_for(version)}, 200, {"cache-control": "no-store"}
+        request,
+        {"version": version, "etag": _etag_for(version)},
+        200,
+        {"cache-control": "no-store"},
     )
 
 
@@ -171,9 +176,7 @@ def _last_modified_for(version: int) -> float:
 
 
 @router.api_route("/last-modified", methods=GET_HEAD)
-async def last_modified(
-    request: Request, max_age: Annotated[int, Query(ge=0)] = 0
-) -> Response:
+async def last_modified(request: Request, max_age: Annotated[int, Query(ge=0)] = 0) -> Response:
     version = origin_state(request).last_modified_version
     modified = _last_modified_for(version)
     headers = {"last-modified": http_date(modified), "cache-control": _freshness(max_age)}

@@ -192,7 +192,9 @@ def headers_dict(request: Request) -> dict[str, str]:
 
 
 def header_pairs(request: Request) -> list[list[str]]:
-    return [[name.decode("latin-1"), value.decode("latin-1")] for name, value in request.headers.raw]
+    return [
+        [name.decode("latin-1"), value.decode("latin-1")] for name, value in request.headers.raw
+    ]
 
 
 def _add_field(fields: dict[str, Any], key: str, value: Any) -> None:

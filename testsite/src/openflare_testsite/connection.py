@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
 CYCLE_KEY = "openflare.server_cycle"
+_POLL_INTERVAL = 0.002
 
 
 class ConnectionControlUnavailable(RuntimeError):
@@ -59,13 +59,9 @@ async def drop_connection(
     transport = get_transport(scope)
     if transport is None:
         raise ConnectionControlUnavailable("the ASGI server does not expose its transport")
-    deadline = time.monotonic() + 5.0
-    while (
-        transport.get_write_buffer_size() > 0
-        and not transport.is_closing()
-        and time.monotonic() < deadline
-    ):
-        await asyncio.sleep(0.002)
+    await _poll_until(
+        lambda: transport.get_write_buffer_size() == 0 or transport.is_closing(), limit_s=5.0
+    )
     if delay_s > 0:
         await asyncio.sleep(delay_s)
     if transport.is_closing() or getattr(cycle, "disconnected", False):
@@ -80,6 +76,12 @@ async def drop_connection(
         transport.abort()
     else:
         transport.close()
-    deadline = time.monotonic() + 2.0
-    while not getattr(cycle, "disconnected", True) and time.monotonic() < deadline:
-        await asyncio.sleep(0.002)
+    await _poll_until(lambda: bool(getattr(cycle, "disconnected", True)), limit_s=2.0)
+
+
+async def _poll_until(condition: Callable[[], bool], limit_s: float) -> None:
+    """Poll state owned by asyncio/uvicorn, which offers nothing to await, until it holds."""
+    for _ in range(max(1, round(limit_s / _POLL_INTERVAL))):
+        if condition():
+            return
+        await asyncio.sleep(_POLL_INTERVAL)

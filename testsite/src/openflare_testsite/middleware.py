@@ -66,11 +66,7 @@ class OriginMiddleware:
             await send(message)
 
         fail_mode = self.state.fail_mode
-        if (
-            fail_mode is not None
-            and path.startswith("/cache/")
-            and path not in FAIL_EXEMPT_PATHS
-        ):
+        if fail_mode is not None and path.startswith("/cache/") and path not in FAIL_EXEMPT_PATHS:
             await self._fail(fail_mode, scope, receive, stamped_send)
             return
         await self.app(scope, receive, stamped_send)

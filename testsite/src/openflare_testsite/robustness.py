@@ -110,9 +110,7 @@ async def error(request: Request, code: Annotated[int, Path(ge=200, le=599)]) ->
         phrase = HTTPStatus(code).phrase
     except ValueError:
         phrase = "Unknown"
-    return json_response(
-        request, {"status": code, "reason": phrase, "error": code >= 400}, code
-    )
+    return json_response(request, {"status": code, "reason": phrase, "error": code >= 400}, code)
 
 
 @router.api_route("/large", methods=GET_HEAD)

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from aiohttp import web
 
 from openflare.admin.auth import admin_auth_middleware, json_error
+from openflare.admin.cache_routes import add_cache_routes
 from openflare.config.reload import ConfigManager
 from openflare.deps import Deps
 from openflare.runtime import RuntimeHolder
@@ -44,5 +45,6 @@ def create_admin_app(holder: RuntimeHolder, deps: Deps, manager: ConfigManager) 
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/admin/config", config_status)
     app.router.add_post("/admin/config/reload", config_reload)
+    add_cache_routes(app, holder, deps)
     app.router.add_route("*", "/admin/{tail:.*}", not_found)
     return app

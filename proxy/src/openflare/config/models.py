@@ -133,13 +133,25 @@ class NormalizationConfig(StrictModel):
 
 class CacheConfig(StrictModel):
     enabled: bool = True
+    store: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_key_prefix: str = "openflare:cache:"
+    redis_timeout_ms: int = Field(250, gt=0)
     max_entries: int = Field(10_000, ge=0)
     max_bytes: int = Field(256 * 1024 * 1024, ge=0)
-    default_ttl_seconds: int = Field(0, ge=0)
+    max_object_bytes: int = Field(8 * 1024 * 1024, ge=0, description="larger streams through")
+    max_variants: int = Field(16, ge=1, description="Vary variants kept per URL")
+    default_ttl_seconds: int = Field(0, ge=0, description="TTL for matching rules without one")
+    default_stale_while_revalidate_seconds: int = Field(0, ge=0)
+    default_stale_if_error_seconds: int = Field(0, ge=0)
+    heuristic_freshness: bool = Field(False, description="10% of age since Last-Modified")
     respect_origin_cache_control: bool = True
     bypass_on_cookie: bool = True
     bypass_on_authorization: bool = True
     never_store_on_set_cookie: bool = True
+    lock_timeout_ms: int = Field(5_000, gt=0, description="how long collapsed requests wait")
+    tag_headers: tuple[str, ...] = ("Cache-Tag", "Surrogate-Key")
+    strip_tag_headers: bool = True
     debug_headers: bool = False
 
 

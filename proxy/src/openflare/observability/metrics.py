@@ -184,6 +184,7 @@ class Metrics:
         self.build_info = Info("openflare_build", "Build information.", registry=r)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
         self._children: dict[tuple[Any, ...], Any] = {}
+        self.cache_counts: dict[str, int] = {}  # the same counts, for /admin/cache/stats
 
     def request_child(self, route: str, method: str, status: int) -> Any:
         method = method_label(method)
@@ -240,6 +241,7 @@ class Metrics:
     def cache_operation(self, operation: str) -> None:
         key = ("cache", operation)
         self._cached(key, lambda: self.cache_operations.labels(operation)).inc()
+        self.cache_counts[operation] = self.cache_counts.get(operation, 0) + 1
 
     def stage_latency(self, stage: str) -> Any:
         """The histogram child for `stage`; call `.observe(seconds)` on it."""

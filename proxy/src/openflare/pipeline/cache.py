@@ -1,19 +1,626 @@
-"""Stages 9–11 and 13 — cache eligibility, lookup, request collapsing, store decision (slot).
+"""Stages 9–11 and 13 — the shared HTTP cache: eligibility, lookup, request collapsing, store.
 
-`cache` in the main file and `rule_files.cache` are loaded and validated with the bundle; the
-shared HTTP cache lands with the cache issue (see docs/03-cache.md). Until then the stage is not
-part of the chain, every request is forwarded, and no `X-Edge-Cache` header is emitted."""
+```
+eligible?  no → BYPASS, forward (unsafe methods invalidate the URL on success)
+lookup     fresh → HIT (304 for a matching client validator)
+           stale, within stale-while-revalidate → STALE, refresh once in the background
+           stale or must revalidate → conditional fetch → 304: REVALIDATED, 200: EXPIRED
+miss       one collapsed origin fetch per key (a task of its own) → STORE or MISS
+errors     within stale-if-error → STALE, else the upstream error
+```
+
+Storable responses are read whole (up to `cache.max_object_bytes`) by the fetch task before
+anyone is answered, so a truncated body is never stored or shared; anything not storable, or
+larger, is streamed to the request that fetched it, and collapsed waiters fetch for themselves.
+Every policy decision is a pure function in cache/policy.py.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
-from openflare.pipeline.base import Stage
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from openflare.cache.control import CacheControl, parse_cache_control
+from openflare.cache.entry import CacheEntry
+from openflare.cache.key import parse_cookies, variant_key
+from openflare.cache.matcher import CacheRuleMatcher, RuleSettings
+from openflare.cache.policy import (
+    RequestDirectives,
+    freshness,
+    http_date,
+    parse_age,
+    response_cache_control,
+    reusable_without_validation,
+    storable_reason,
+    vary_names,
+)
+from openflare.cache.singleflight import SingleFlight
+from openflare.pipeline.base import Exchange, Handler, plain_error
+from openflare.pipeline.forward import (
+    RequestBodyError,
+    UpstreamClient,
+    UpstreamFailure,
+    build_client,
+)
+from openflare.pipeline.normalize import normalize_path
+from openflare.upstream.headers import client_response_headers
 
 if TYPE_CHECKING:
+    from openflare.cache.storage.base import CacheStore
     from openflare.config.loader import ConfigBundle
+    from openflare.config.models import CacheConfig, NormalizationConfig
     from openflare.deps import Deps
+    from openflare.observability.metrics import Metrics
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+SERVER_ERRORS = frozenset({500, 502, 503, 504})
+# Stored headers that describe one exchange rather than the representation.
+NOT_STORED_HEADERS = frozenset({"set-cookie", "age", "x-request-id"})
+# Headers a 304 must not overwrite in the stored response (RFC 9111 §3.2).
+NOT_UPDATED_BY_304 = frozenset({"content-length", "content-encoding", "transfer-encoding"})
 
 
-def build(bundle: ConfigBundle, deps: Deps) -> Stage | None:
-    return None
+@dataclass(slots=True)
+class Stored:
+    entry: CacheEntry
+    outcome: str  # STORE | REVALIDATED
+
+
+@dataclass(slots=True)
+class Passthrough:
+    """Not shareable: only the request that fetched it may use it."""
+
+    upstream: aiohttp.ClientResponse
+    prefix: bytes
+    reason: str
+
+
+@dataclass(slots=True)
+class Failed:
+    failure: UpstreamFailure
+
+
+Outcome = Stored | Passthrough | Failed
+
+
+class CacheStage:
+    __slots__ = (
+        "_store",
+        "_client",
+        "_rules",
+        "_config",
+        "_normalization",
+        "_metrics",
+        "_flights",
+        "_tag_headers",
+        "_strip_tags",
+        "_background",
+    )
+
+    def __init__(
+        self,
+        store: CacheStore,
+        client: UpstreamClient,
+        rules: CacheRuleMatcher,
+        config: CacheConfig,
+        normalization: NormalizationConfig,
+        metrics: Metrics,
+        flights: SingleFlight[Outcome],
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._rules = rules
+        self._config = config
+        self._normalization = normalization
+        self._metrics = metrics
+        self._flights = flights
+        self._tag_headers = tuple(h.lower() for h in config.tag_headers)
+        self._strip_tags = config.strip_tag_headers
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- entry point -------------------------------------------------------------------------
+
+    async def __call__(self, exchange: Exchange, next: Handler) -> web.StreamResponse:
+        method = exchange.method
+        if method != "GET" and method != "HEAD":
+            response = await next(exchange)
+            if method in UNSAFE_METHODS and 200 <= response.status < 400:
+                await self._invalidate(exchange, response)
+            return response
+        settings = self._rules.match(exchange.path, method)
+        bypass = self._bypass_reason(exchange, settings)
+        if bypass is not None:
+            return await self._bypass(exchange, next)
+        headers = exchange.request.headers
+        directives = RequestDirectives.parse(headers)
+        primary = settings.key.primary(
+            exchange.request.scheme, exchange.host, exchange.path, exchange.query, headers
+        )
+        has_auth = "Authorization" in headers
+        entry = await self._lookup(primary, exchange)
+        if entry is not None and has_auth and not entry.auth_shareable:
+            entry = None  # RFC 9111 §3.5: only shareable responses answer credentialed requests
+        now = time.time()
+        if entry is not None:
+            age = entry.age(now)
+            if reusable_without_validation(
+                age=age,
+                lifetime=entry.effective_lifetime(),
+                request=directives,
+                no_cache=entry.no_cache,
+            ):
+                return self._serve(exchange, entry, "HIT", now)
+            if directives.only_if_cached:
+                return self._gateway_timeout(exchange)
+            staleness = entry.staleness(now)
+            if (
+                not directives.no_cache
+                and not entry.no_cache
+                and not entry.must_revalidate
+                and 0 < staleness <= entry.stale_while_revalidate
+            ):
+                self._refresh_in_background(exchange, primary, entry, settings)
+                self._metrics.cache_operation("stale")
+                return self._serve(exchange, entry, "STALE", now)
+        elif directives.only_if_cached:
+            return self._gateway_timeout(exchange)
+        if method == "HEAD":
+            # a HEAD miss never stores an empty body for later GETs: forward it as it is
+            return await self._bypass(exchange, next, counted="miss", status="MISS")
+        return await self._fetch_and_answer(exchange, primary, entry, settings, directives)
+
+    # --- decisions ---------------------------------------------------------------------------
+
+    def _bypass_reason(self, exchange: Exchange, settings: RuleSettings) -> str | None:
+        if not settings.eligible:
+            return "rule"
+        if exchange.cache_bypass:
+            return "waf"
+        headers = exchange.request.headers
+        if "Range" in headers:
+            return "range"
+        if exchange.request.body_exists:
+            return "request-body"  # a "fat GET" body must not select a shared response
+        if settings.bypass_on_cookie and "Cookie" in headers:
+            jar = parse_cookies(headers.getall("Cookie"))
+            if any(name not in settings.cookies_allowed for name in jar):
+                return "cookie"
+        if "no-store" in headers.get("Cache-Control", "").lower():
+            return "no-store"
+        return None
+
+    async def _bypass(
+        self,
+        exchange: Exchange,
+        next: Handler,
+        counted: str = "bypass",
+        status: str = "BYPASS",
+    ) -> web.StreamResponse:
+        exchange.cache_status = status
+        self._metrics.cache_operation(counted)
+        exchange.add_response_header("Cache-Status", f"OpenFlare; fwd={counted}")
+        return await next(exchange)
+
+    async def _lookup(self, primary: str, exchange: Exchange) -> CacheEntry | None:
+        try:
+            vary = await self._store.get_vary(primary)
+            if vary is None:
+                return None
+            return await self._store.get(variant_key(primary, vary, exchange.request.headers))
+        except Exception:  # a store outage degrades to a miss, never a 5xx
+            self._metrics.cache_operation("error")
+            return None
+
+    # --- serving stored responses ------------------------------------------------------------
+
+    def _serve(
+        self, exchange: Exchange, entry: CacheEntry, status: str, now: float
+    ) -> web.Response:
+        entry.hits += 1
+        age = int(entry.age(now))
+        ttl = int(entry.ttl(now))
+        exchange.cache_status = status
+        exchange.cache_ttl = ttl
+        exchange.cache_age = age
+        self._metrics.cache_operation(status.lower())
+        headers = CIMultiDict(entry.headers)
+        headers["Age"] = str(age)
+        headers["Cache-Status"] = (
+            f"OpenFlare; hit; ttl={ttl}"
+            if status in ("HIT", "STALE")
+            else f"OpenFlare; fwd={'stale' if status == 'REVALIDATED' else 'miss'}; stored"
+        )
+        if self._not_modified(exchange, entry):
+            for name in ("Content-Length", "Content-Type", "Content-Encoding"):
+                headers.popall(name, None)
+            return web.Response(status=304, headers=headers)
+        return web.Response(
+            status=entry.status, reason=entry.reason, body=entry.body, headers=headers
+        )
+
+    @staticmethod
+    def _not_modified(exchange: Exchange, entry: CacheEntry) -> bool:
+        """A client validator that matches the stored response (RFC 9110 §13.1)."""
+        if entry.status != 200:
+            return False
+        headers = exchange.request.headers
+        if_none_match = headers.get("If-None-Match")
+        if if_none_match is not None:
+            if entry.etag is None:
+                return False
+            if if_none_match.strip() == "*":
+                return True
+            wanted = entry.etag.removeprefix("W/")
+            return any(tag.strip().removeprefix("W/") == wanted for tag in if_none_match.split(","))
+        since = http_date(headers.get("If-Modified-Since"))
+        modified = http_date(entry.last_modified)
+        return since is not None and modified is not None and modified <= since
+
+    def _gateway_timeout(self, exchange: Exchange) -> web.Response:
+        exchange.cache_status = "MISS"
+        self._metrics.cache_operation("miss")
+        return plain_error(exchange, 504, "Gateway Timeout (only-if-cached and not cached)")
+
+    # --- fetching ------------------------------------------------------------------------------
+
+    async def _fetch_and_answer(
+        self,
+        exchange: Exchange,
+        primary: str,
+        entry: CacheEntry | None,
+        settings: RuleSettings,
+        directives: RequestDirectives,
+    ) -> web.StreamResponse:
+        flight_key = primary if entry is None else primary + "\0" + entry.key
+        outcome, leader = await self._flights.join(
+            flight_key,
+            lambda: self._fetch(exchange, primary, entry, settings),
+            self._config.lock_timeout_ms / 1000,
+        )
+        if not leader:
+            self._metrics.cache_collapsed.inc()
+            shared = outcome.entry if isinstance(outcome, Stored) else None
+            if shared is not None and shared.key == variant_key(
+                primary, shared.vary, exchange.request.headers
+            ):
+                return self._serve(exchange, shared, "HIT", time.time())
+            outcome = await self._fetch(exchange, primary, entry, settings, store=False)
+        assert outcome is not None
+        if isinstance(outcome, Stored):
+            status = (
+                outcome.outcome if entry is None or outcome.outcome == "REVALIDATED" else "EXPIRED"
+            )
+            if status == "STORE":
+                self._metrics.cache_operation("store")
+            return self._serve(exchange, outcome.entry, status, time.time())
+        now = time.time()
+        if isinstance(outcome, Failed):
+            if entry is not None and self._may_serve_stale_on_error(entry, directives, now):
+                self._metrics.cache_operation("stale")
+                return self._serve(exchange, entry, "STALE", now)
+            exchange.cache_status = "ERROR"
+            self._metrics.cache_operation("error")
+            return self._client.failure_response(exchange, outcome.failure)
+        upstream = outcome.upstream
+        if (
+            upstream.status in SERVER_ERRORS
+            and entry is not None
+            and self._may_serve_stale_on_error(entry, directives, now)
+        ):
+            upstream.close()
+            self._metrics.cache_operation("stale")
+            return self._serve(exchange, entry, "STALE", now)
+        exchange.cache_status = "MISS"
+        self._metrics.cache_operation("miss")
+        exchange.add_response_header(
+            "Cache-Status", f"OpenFlare; fwd=miss; detail={outcome.reason}"
+        )
+        return await self._client.relay(exchange, upstream, outcome.prefix)
+
+    @staticmethod
+    def _may_serve_stale_on_error(
+        entry: CacheEntry, directives: RequestDirectives, now: float
+    ) -> bool:
+        if entry.must_revalidate:
+            return False
+        staleness = entry.staleness(now)
+        if directives.max_stale is not None and staleness <= directives.max_stale:
+            return True
+        return staleness <= entry.stale_if_error
+
+    def _refresh_in_background(
+        self, exchange: Exchange, primary: str, entry: CacheEntry, settings: RuleSettings
+    ) -> None:
+        flight_key = primary + "\0" + entry.key
+        if self._flights.in_flight(flight_key):
+            return
+        task = self._flights.start(
+            flight_key, lambda: self._fetch(exchange, primary, entry, settings)
+        )
+        task.add_done_callback(_close_unclaimed)
+
+    async def _fetch(
+        self,
+        exchange: Exchange,
+        primary: str,
+        stale: CacheEntry | None,
+        settings: RuleSettings,
+        store: bool = True,
+    ) -> Outcome:
+        conditional: tuple[tuple[str, str], ...] = ()
+        if stale is not None:
+            validators = []
+            if stale.etag:
+                validators.append(("If-None-Match", stale.etag))
+            if stale.last_modified:
+                validators.append(("If-Modified-Since", stale.last_modified))
+            conditional = tuple(validators)
+        request_time = time.time()
+        try:
+            upstream = await self._client.open(exchange, for_cache=True, extra_headers=conditional)
+        except UpstreamFailure as failure:
+            return Failed(failure)
+        except RequestBodyError as error:  # not reachable for GET/HEAD without body
+            return Failed(UpstreamFailure("none", "protocol", error.status, str(error)))
+        response_time = time.time()
+        if upstream.status == 304 and stale is not None:
+            upstream.release()
+            refreshed = self._refreshed(stale, upstream, request_time, response_time, settings)
+            await self._put(refreshed)
+            self._metrics.cache_operation("revalidated")
+            return Stored(refreshed, "REVALIDATED")
+        if not store:
+            return Passthrough(upstream, b"", "collapsed-fallback")
+        request_cc = _request_cc(exchange)
+        response_cc = response_cache_control(upstream.headers)
+        reason = storable_reason(
+            status=upstream.status,
+            request_cc=request_cc,
+            response_cc=response_cc,
+            headers=upstream.headers,
+            has_authorization="Authorization" in exchange.request.headers,
+            rule_ttl=settings.ttl,
+            store_set_cookie=settings.store_set_cookie,
+        )
+        if reason is not None:
+            return Passthrough(upstream, b"", reason)
+        limit = self._config.max_object_bytes
+        length = upstream.content_length
+        if length is not None and length > limit:
+            return Passthrough(upstream, b"", "too-large")
+        body = bytearray()
+        try:
+            async for chunk in upstream.content.iter_any():
+                body += chunk
+                if len(body) > limit:
+                    return Passthrough(upstream, bytes(body), "too-large")
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
+            upstream.close()  # cut short by the origin: never stored, never shared
+            self._metrics.upstream_error(upstream_name_of(exchange), "reset")
+            return Failed(
+                UpstreamFailure(
+                    upstream_name_of(exchange),
+                    "reset",
+                    502,
+                    "Bad Gateway (origin closed the connection mid-body)",
+                )
+            )
+        upstream.release()
+        entry = self._new_entry(
+            exchange,
+            primary,
+            upstream,
+            bytes(body),
+            request_time,
+            response_time,
+            response_cc,
+            settings,
+        )
+        await self._put(entry)
+        return Stored(entry, "STORE")
+
+    def _new_entry(
+        self,
+        exchange: Exchange,
+        primary: str,
+        upstream: aiohttp.ClientResponse,
+        body: bytes,
+        request_time: float,
+        response_time: float,
+        response_cc: CacheControl,
+        settings: RuleSettings,
+    ) -> CacheEntry:
+        headers = upstream.headers
+        fresh = freshness(
+            response_cc,
+            headers,
+            response_time,
+            status=upstream.status,
+            rule_ttl=settings.ttl,
+            origin_wins=settings.origin_wins,
+            heuristic=self._config.heuristic_freshness,
+            default_swr=settings.stale_while_revalidate,
+            default_sie=settings.stale_if_error,
+        )
+        vary = vary_names(headers)
+        tags: list[str] = []
+        stored_headers: list[tuple[str, str]] = []
+        for name, value in client_response_headers(headers):
+            lower = name.lower()
+            if lower in NOT_STORED_HEADERS:
+                continue
+            if lower in self._tag_headers:
+                tags.extend(t for t in value.replace(",", " ").split() if t)
+                if self._strip_tags:
+                    continue
+            stored_headers.append((name, value))
+        return CacheEntry(
+            key=variant_key(primary, vary, exchange.request.headers),
+            primary=primary,
+            status=upstream.status,
+            reason=upstream.reason or "",
+            headers=tuple(stored_headers),
+            body=body,
+            request_time=request_time,
+            response_time=response_time,
+            date_value=http_date(headers.get("Date")),
+            age_value=parse_age(headers.get("Age")),
+            lifetime=fresh.lifetime,
+            stale_while_revalidate=fresh.stale_while_revalidate,
+            stale_if_error=fresh.stale_if_error,
+            must_revalidate="must-revalidate" in response_cc or "proxy-revalidate" in response_cc,
+            no_cache="no-cache" in response_cc,
+            auth_shareable="public" in response_cc
+            or "s-maxage" in response_cc
+            or "must-revalidate" in response_cc,
+            vary=vary,
+            tags=tuple(dict.fromkeys(tags)),
+            etag=headers.get("ETag"),
+            last_modified=headers.get("Last-Modified"),
+            freshness_source=fresh.source,
+        )
+
+    def _refreshed(
+        self,
+        stale: CacheEntry,
+        upstream: aiohttp.ClientResponse,
+        request_time: float,
+        response_time: float,
+        settings: RuleSettings,
+    ) -> CacheEntry:
+        """The stored response with the 304's header fields (RFC 9111 §4.3.4) and new times."""
+        merged = CIMultiDict(stale.headers)
+        updates = [
+            (name, value)
+            for name, value in client_response_headers(upstream.headers)
+            if name.lower() not in NOT_UPDATED_BY_304 and name.lower() not in NOT_STORED_HEADERS
+        ]
+        for name in {name for name, _ in updates}:
+            merged.popall(name, None)
+        for name, value in updates:
+            merged.add(name, value)
+        cc = response_cache_control(merged)
+        fresh = freshness(
+            cc,
+            merged,
+            response_time,
+            status=stale.status,
+            rule_ttl=settings.ttl,
+            origin_wins=settings.origin_wins,
+            heuristic=self._config.heuristic_freshness,
+            default_swr=settings.stale_while_revalidate,
+            default_sie=settings.stale_if_error,
+        )
+        return CacheEntry(
+            key=stale.key,
+            primary=stale.primary,
+            status=stale.status,
+            reason=stale.reason,
+            headers=tuple(merged.items()),
+            body=stale.body,
+            request_time=request_time,
+            response_time=response_time,
+            date_value=http_date(merged.get("Date")),
+            age_value=parse_age(upstream.headers.get("Age")),
+            lifetime=fresh.lifetime,
+            stale_while_revalidate=fresh.stale_while_revalidate,
+            stale_if_error=fresh.stale_if_error,
+            must_revalidate="must-revalidate" in cc or "proxy-revalidate" in cc,
+            no_cache="no-cache" in cc,
+            auth_shareable=stale.auth_shareable,
+            vary=stale.vary,
+            tags=stale.tags,
+            etag=merged.get("ETag"),
+            last_modified=merged.get("Last-Modified"),
+            freshness_source=fresh.source,
+            hits=stale.hits,
+        )
+
+    async def _put(self, entry: CacheEntry) -> None:
+        try:
+            await self._store.put(entry)
+        except Exception:  # the response is still served; only storing failed
+            self._metrics.cache_operation("error")
+
+    # --- admin -------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> CacheStore:
+        return self._store
+
+    def url_base(self, url: str) -> str:
+        """The URL part of the cache key for `url` (`purge {"url"}`), or ValueError."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("url must be absolute: http(s)://host/path")
+        path = normalize_path(parts.path or "/", self._normalization)
+        settings = self._rules.match(path, "GET")
+        query = settings.key.query(parts.query)
+        return f"{parts.scheme}://{parts.netloc.lower()}{path}" + (f"?{query}" if query else "")
+
+    # --- invalidation (RFC 9111 §4.4) --------------------------------------------------------
+
+    async def _invalidate(self, exchange: Exchange, response: web.StreamResponse) -> None:
+        targets = [exchange.path]
+        for name in ("Location", "Content-Location"):
+            value = response.headers.get(name)
+            if not value:
+                continue
+            parts = urlsplit(value)
+            if parts.netloc and parts.netloc.lower() != exchange.host.lower():
+                continue  # only same-origin URIs (§4.4)
+            if parts.path.startswith("/"):
+                try:
+                    targets.append(normalize_path(parts.path, self._normalization))
+                except ValueError:
+                    continue
+        scheme = exchange.request.scheme
+        for path in dict.fromkeys(targets):
+            base = f"{scheme}://{exchange.host.lower()}{path}"
+            try:
+                removed = await self._store.purge_url(base, soft=False)
+                removed += await self._store.purge_prefix(base + "?", soft=False)
+            except Exception:
+                self._metrics.cache_operation("error")
+                continue
+            if removed:
+                self._metrics.cache_operation("invalidate")
+
+
+def _request_cc(exchange: Exchange) -> CacheControl:
+    return parse_cache_control(exchange.request.headers.getall("Cache-Control", []))
+
+
+def upstream_name_of(exchange: Exchange) -> str:
+    return exchange.route.upstream if exchange.route is not None else "none"
+
+
+def _close_unclaimed(task: asyncio.Task[Outcome]) -> None:
+    """A background refresh that ended in a passthrough: no one will read that response."""
+    if task.cancelled() or task.exception() is not None:
+        return
+    outcome = task.result()
+    if isinstance(outcome, Passthrough):
+        outcome.upstream.close()
+
+
+def build(bundle: ConfigBundle, deps: Deps) -> CacheStage | None:
+    config = bundle.proxy.cache
+    if not config.enabled:
+        return None
+    return CacheStage(
+        store=deps.cache_store(config),
+        client=build_client(bundle, deps),
+        rules=CacheRuleMatcher(bundle.cache_rules, config),
+        config=config,
+        normalization=bundle.proxy.normalization,
+        metrics=deps.metrics,
+        flights=deps.cache_flights,
+    )

@@ -75,7 +75,42 @@ class _BodyStream:
             yield chunk
 
 
-class ForwardStage:
+class UpstreamFailure(Exception):
+    """The origin could not be reached or answered badly; `status` is what the client gets."""
+
+    def __init__(self, upstream: str, kind: str, status: int, message: str) -> None:
+        super().__init__(message)
+        self.upstream = upstream
+        self.kind = kind
+        self.status = status
+        self.message = message
+
+
+# Headers origins commonly honour for URL building that are not part of the cache key: never
+# forwarded on a request whose response may be stored (cache poisoning), nor client validators
+# (the cache wants a full response it can store; it adds its own validators to revalidate).
+CACHE_FETCH_DROPPED = frozenset(
+    {
+        "x-original-url",
+        "x-rewrite-url",
+        "x-forwarded-scheme",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "if-none-match",
+        "if-modified-since",
+        "if-match",
+        "if-unmodified-since",
+        "if-range",
+        "range",
+    }
+)
+
+
+class UpstreamClient:
+    """Opens upstream exchanges and relays their responses; shared by the forward stage and
+    the cache stage (which fetches on its own for storable requests)."""
+
     __slots__ = ("_pools", "_resolver", "_metrics", "_max_body", "_read_timeout")
 
     def __init__(
@@ -92,22 +127,34 @@ class ForwardStage:
         self._max_body = max_body
         self._read_timeout = read_timeout
 
-    async def __call__(self, exchange: Exchange) -> web.StreamResponse:
-        assert exchange.route is not None, "the route stage runs before forward"
+    async def open(
+        self,
+        exchange: Exchange,
+        *,
+        for_cache: bool = False,
+        extra_headers: tuple[tuple[str, str], ...] = (),
+    ) -> aiohttp.ClientResponse:
+        """Send the request upstream and return the response once its headers arrived.
+        Raises UpstreamFailure or RequestBodyError."""
+        assert exchange.route is not None, "the route stage runs before any upstream request"
         pool = self._pools[exchange.route.upstream]
         request = exchange.request
         headers = upstream_request_headers(
             request.headers,
             request_id=exchange.request_id,
             peer_ip=exchange.peer_ip,
-            peer_trusted=self._resolver.is_trusted(exchange.peer_ip),
+            peer_trusted=self._resolver.is_trusted(exchange.peer_ip) and not for_cache,
             scheme=request.scheme,
             pass_host=pool.pass_host_header,
         )
+        if for_cache:
+            headers = [(k, v) for k, v in headers if k.lower() not in CACHE_FETCH_DROPPED]
+        if extra_headers:
+            headers.extend(extra_headers)
         target = pool.base_url + exchange.path + ("?" + exchange.query if exchange.query else "")
         body = (
             _BodyStream(request.content, exchange.body_prefix, self._max_body, self._read_timeout)
-            if request.body_exists
+            if request.body_exists and not for_cache
             else None
         )
         if body is not None:
@@ -125,17 +172,18 @@ class ForwardStage:
                 )
         except Exception as exc:
             if body is not None and body.error is not None:
-                return self._refuse_body(exchange, body.error)
-            return self._upstream_failure(exchange, pool, exc)
+                raise body.error from None
+            raise self._failure(pool, exc) from exc
         elapsed = time.monotonic() - started
         exchange.upstream_status = upstream.status
         exchange.upstream_ms = round(elapsed * 1000, 3)
         self._metrics.upstream_latency(pool.name).observe(elapsed)
-        return await self._relay(exchange, pool, upstream)
+        return upstream
 
-    async def _relay(
-        self, exchange: Exchange, pool: UpstreamPool, upstream: aiohttp.ClientResponse
+    async def relay(
+        self, exchange: Exchange, upstream: aiohttp.ClientResponse, prefix: bytes = b""
     ) -> web.StreamResponse:
+        """Stream `upstream` to the client (`prefix`: body bytes already read from it)."""
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for name, value in client_response_headers(upstream.headers):
             response.headers.add(name, value)
@@ -149,6 +197,9 @@ class ForwardStage:
         try:
             await exchange.start_response(response)
             if has_body:
+                if prefix:
+                    await response.write(prefix)
+                    exchange.bytes_sent += len(prefix)
                 async for chunk in upstream.content.iter_any():
                     await response.write(chunk)
                     exchange.bytes_sent += len(chunk)
@@ -159,7 +210,7 @@ class ForwardStage:
             return response
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
             exchange.error = f"upstream_body_{type(exc).__name__}"
-            self._metrics.upstream_error(pool.name, "reset")
+            self._metrics.upstream_error(upstream_name(exchange), "reset")
             upstream.close()
             transport = exchange.request.transport
             if transport is not None:
@@ -168,17 +219,7 @@ class ForwardStage:
         upstream.release()
         return response
 
-    def _refuse_body(self, exchange: Exchange, error: RequestBodyError) -> web.Response:
-        self._metrics.reject("forward", error.reason)
-        exchange.error = error.reason
-        message = "Content Too Large" if error.status == 413 else "Request Timeout"
-        response = plain_error(exchange, error.status, message)
-        response.force_close()
-        return response
-
-    def _upstream_failure(
-        self, exchange: Exchange, pool: UpstreamPool, exc: BaseException
-    ) -> web.Response:
+    def _failure(self, pool: UpstreamPool, exc: BaseException) -> UpstreamFailure:
         if isinstance(exc, TimeoutError):
             kind, status, message = (
                 "timeout",
@@ -189,21 +230,57 @@ class ForwardStage:
             kind, status, message = "connect", 502, "Bad Gateway (cannot connect to origin)"
         elif isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
             kind, status, message = "reset", 502, "Bad Gateway (origin closed the connection)"
-        elif isinstance(exc, aiohttp.ClientError):
+        elif isinstance(exc, aiohttp.ClientError | ValueError):
             kind, status, message = "protocol", 502, "Bad Gateway (invalid response from origin)"
         else:
             raise exc
         self._metrics.upstream_error(pool.name, kind)
-        exchange.error = f"upstream_{kind}"
-        return plain_error(exchange, status, message)
+        return UpstreamFailure(pool.name, kind, status, message)
+
+    def failure_response(self, exchange: Exchange, failure: UpstreamFailure) -> web.Response:
+        exchange.error = f"upstream_{failure.kind}"
+        return plain_error(exchange, failure.status, failure.message)
+
+    def refuse_body(self, exchange: Exchange, error: RequestBodyError) -> web.Response:
+        self._metrics.reject("forward", error.reason)
+        exchange.error = error.reason
+        message = "Content Too Large" if error.status == 413 else "Request Timeout"
+        response = plain_error(exchange, error.status, message)
+        response.force_close()
+        return response
 
 
-def build_terminal(bundle: ConfigBundle, deps: Deps) -> ForwardStage:
+def upstream_name(exchange: Exchange) -> str:
+    return exchange.route.upstream if exchange.route is not None else "none"
+
+
+class ForwardStage:
+    __slots__ = ("_client",)
+
+    def __init__(self, client: UpstreamClient) -> None:
+        self._client = client
+
+    async def __call__(self, exchange: Exchange) -> web.StreamResponse:
+        client = self._client
+        try:
+            upstream = await client.open(exchange)
+        except RequestBodyError as error:
+            return client.refuse_body(exchange, error)
+        except UpstreamFailure as failure:
+            return client.failure_response(exchange, failure)
+        return await client.relay(exchange, upstream)
+
+
+def build_client(bundle: ConfigBundle, deps: Deps) -> UpstreamClient:
     security = bundle.proxy.security
-    return ForwardStage(
+    return UpstreamClient(
         deps.upstreams.refresh(bundle.proxy.upstreams),
         ClientIpResolver(security.trusted_proxies, trust_all=security.trust_x_forwarded_for),
         deps.metrics,
         security.max_request_body_bytes,
         bundle.proxy.server.read_timeout_ms / 1000,
     )
+
+
+def build_terminal(bundle: ConfigBundle, deps: Deps) -> ForwardStage:
+    return ForwardStage(build_client(bundle, deps))

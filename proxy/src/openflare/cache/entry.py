@@ -1,0 +1,73 @@
+"""A stored response and the arithmetic on it (age, remaining freshness, staleness)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from openflare.cache.policy import current_age
+
+# Fixed per-entry cost counted against max_bytes on top of body and header bytes (object,
+# dict slots, index entries), so the accounted size tracks real memory.
+ENTRY_OVERHEAD_BYTES = 512
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    key: str  # storage key of this variant
+    primary: str  # the URL key all variants of this resource share
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...]  # as stored: hop-by-hop and Set-Cookie removed
+    body: bytes
+    request_time: float
+    response_time: float
+    date_value: float | None
+    age_value: float
+    lifetime: float
+    stale_while_revalidate: float
+    stale_if_error: float
+    must_revalidate: bool
+    no_cache: bool
+    auth_shareable: bool  # stored from a response that allows answering Authorization requests
+    vary: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    etag: str | None = None
+    last_modified: str | None = None
+    freshness_source: str = "none"
+    invalidated: bool = False  # soft purge: kept for stale serving, never fresh again
+    hits: int = 0
+    size: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        if not self.size:
+            header_bytes = sum(len(k) + len(v) for k, v in self.headers)
+            self.size = len(self.body) + header_bytes + len(self.key) + ENTRY_OVERHEAD_BYTES
+
+    def age(self, now: float) -> float:
+        return current_age(
+            age_value=self.age_value,
+            date_value=self.date_value,
+            request_time=self.request_time,
+            response_time=self.response_time,
+            now=now,
+        )
+
+    def effective_lifetime(self) -> float:
+        return 0.0 if self.invalidated else self.lifetime
+
+    def ttl(self, now: float) -> float:
+        """Remaining freshness in seconds (negative once stale)."""
+        return self.effective_lifetime() - self.age(now)
+
+    def staleness(self, now: float) -> float:
+        return max(0.0, -self.ttl(now))
+
+    def keep_until(self) -> float:
+        """Wall time after which the entry is useless even for stale serving or validation."""
+        extra = max(self.stale_while_revalidate, self.stale_if_error)
+        if self.etag or self.last_modified:
+            extra = max(extra, 3600.0)  # keep validatable entries around for a conditional
+        return self.response_time + self.lifetime + extra
+
+    def soft_purged(self) -> CacheEntry:
+        return replace(self, invalidated=True)

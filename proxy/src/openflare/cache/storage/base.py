@@ -1,0 +1,75 @@
+"""The cache store interface. Backends: `memory` (embedded default), `redis` (shared by all
+replicas). Picked in one place: `create_store` below, from `cache.store` in the main file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from openflare.cache.entry import CacheEntry
+
+if TYPE_CHECKING:
+    from openflare.config.models import CacheConfig
+    from openflare.observability.logging import LogWriter
+    from openflare.observability.metrics import Metrics
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    entries: int
+    size_bytes: int
+    max_entries: int
+    max_bytes: int
+    evictions: int
+
+
+class CacheStore(Protocol):
+    kind: str
+
+    async def get(self, key: str) -> CacheEntry | None: ...
+
+    async def get_vary(self, primary: str) -> tuple[str, ...] | None:
+        """The header names the stored variants of `primary` vary on (None: nothing stored)."""
+        ...
+
+    async def put(self, entry: CacheEntry) -> None: ...
+
+    async def purge_url(self, base: str, soft: bool) -> int:
+        """Every variant stored under the URL `base` (see key.base_of)."""
+        ...
+
+    async def purge_key(self, key: str, soft: bool) -> int: ...
+
+    async def purge_prefix(self, prefix: str, soft: bool) -> int:
+        """URL prefix (`http://host/static/`) or path prefix (`/static/`, any host)."""
+        ...
+
+    async def purge_tags(self, tags: Iterable[str], soft: bool) -> int: ...
+
+    async def purge_all(self, soft: bool) -> int: ...
+
+    async def stats(self) -> StoreStats: ...
+
+    async def top(self, limit: int) -> list[tuple[str, int]]: ...
+
+    async def close(self) -> None: ...
+
+
+def url_matches_prefix(base: str, prefix: str) -> bool:
+    if prefix.startswith("/"):
+        scheme_sep = base.find("://")
+        path_start = base.find("/", scheme_sep + 3) if scheme_sep >= 0 else -1
+        return path_start >= 0 and base.startswith(prefix, path_start)
+    return base.startswith(prefix)
+
+
+def create_store(config: CacheConfig, metrics: Metrics, log: LogWriter) -> CacheStore:
+    """The one place a cache backend is chosen."""
+    if config.store == "redis":
+        from openflare.cache.storage.redis import RedisStore
+
+        return RedisStore(config, metrics, log)
+    from openflare.cache.storage.memory import MemoryStore
+
+    return MemoryStore(config.max_entries, config.max_bytes, config.max_variants)

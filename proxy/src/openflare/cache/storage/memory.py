@@ -1,0 +1,174 @@
+"""In-process LRU store bounded by entries and by bytes, with exact byte accounting.
+
+Entries expire on read (past what stale serving or validation could still use) and in a
+periodic sweep; tag and URL indexes make purges proportional to what they remove.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from openflare.cache.entry import CacheEntry
+from openflare.cache.key import base_of
+from openflare.cache.storage.base import StoreStats, url_matches_prefix
+
+SWEEP_INTERVAL_SECONDS = 30.0
+
+
+class MemoryStore:
+    kind = "memory"
+
+    def __init__(self, max_entries: int, max_bytes: int, max_variants: int = 16) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.max_variants = max_variants
+        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
+        self._vary: dict[str, tuple[str, ...]] = {}
+        self._variants: dict[str, OrderedDict[str, None]] = {}  # primary → variant keys
+        self._by_base: dict[str, set[str]] = {}  # URL → variant keys
+        self._tags: dict[str, set[str]] = {}
+        self.size_bytes = 0
+        self.evictions = 0
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    async def get(self, key: str) -> CacheEntry | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.keep_until() < time.time():
+            self._remove(key)
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    async def get_vary(self, primary: str) -> tuple[str, ...] | None:
+        return self._vary.get(primary)
+
+    # --- writes --------------------------------------------------------------------------------
+
+    async def put(self, entry: CacheEntry) -> None:
+        self._ensure_sweeper()
+        if entry.size > self.max_bytes or self.max_entries == 0:
+            return
+        if entry.key in self._entries:
+            self._remove(entry.key)
+        if self._vary.get(entry.primary, entry.vary) != entry.vary:
+            self._remove_primary(entry.primary)  # the origin changed what it varies on
+        self._entries[entry.key] = entry
+        self.size_bytes += entry.size
+        self._vary[entry.primary] = entry.vary
+        variants = self._variants.setdefault(entry.primary, OrderedDict())
+        variants[entry.key] = None
+        self._by_base.setdefault(base_of(entry.primary), set()).add(entry.key)
+        for tag in entry.tags:
+            self._tags.setdefault(tag, set()).add(entry.key)
+        while len(variants) > self.max_variants:
+            oldest = next(iter(variants))
+            self._remove(oldest)
+            self.evictions += 1
+        while len(self._entries) > self.max_entries or self.size_bytes > self.max_bytes:
+            self._remove(next(iter(self._entries)))
+            self.evictions += 1
+
+    def _remove(self, key: str) -> CacheEntry | None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return None
+        self.size_bytes -= entry.size
+        variants = self._variants.get(entry.primary)
+        if variants is not None:
+            variants.pop(key, None)
+            if not variants:
+                del self._variants[entry.primary]
+                self._vary.pop(entry.primary, None)
+        base = base_of(entry.primary)
+        keys = self._by_base.get(base)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_base[base]
+        for tag in entry.tags:
+            tagged = self._tags.get(tag)
+            if tagged is not None:
+                tagged.discard(key)
+                if not tagged:
+                    del self._tags[tag]
+        return entry
+
+    def _remove_primary(self, primary: str) -> None:
+        for key in list(self._variants.get(primary, ())):
+            self._remove(key)
+
+    def _purge(self, keys: Iterable[str], soft: bool) -> int:
+        count = 0
+        for key in list(keys):
+            entry = self._entries.get(key)
+            if entry is None:
+                continue
+            count += 1
+            if soft:
+                self._entries[key] = entry.soft_purged()
+            else:
+                self._remove(key)
+        return count
+
+    async def purge_url(self, base: str, soft: bool) -> int:
+        return self._purge(self._by_base.get(base, ()), soft)
+
+    async def purge_key(self, key: str, soft: bool) -> int:
+        return self._purge((key,), soft)
+
+    async def purge_prefix(self, prefix: str, soft: bool) -> int:
+        keys = [
+            key
+            for base, variant_keys in self._by_base.items()
+            if url_matches_prefix(base, prefix)
+            for key in variant_keys
+        ]
+        return self._purge(keys, soft)
+
+    async def purge_tags(self, tags: Iterable[str], soft: bool) -> int:
+        keys: set[str] = set()
+        for tag in tags:
+            keys |= self._tags.get(tag, set())
+        return self._purge(keys, soft)
+
+    async def purge_all(self, soft: bool) -> int:
+        return self._purge(list(self._entries), soft)
+
+    # --- housekeeping --------------------------------------------------------------------------
+
+    def sweep(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        expired = [k for k, e in self._entries.items() if e.keep_until() < now]
+        for key in expired:
+            self._remove(key)
+        return len(expired)
+
+    def _ensure_sweeper(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+            self.sweep()
+
+    async def stats(self) -> StoreStats:
+        return StoreStats(
+            len(self._entries), self.size_bytes, self.max_entries, self.max_bytes, self.evictions
+        )
+
+    async def top(self, limit: int) -> list[tuple[str, int]]:
+        ranked = sorted(self._entries.values(), key=lambda e: e.hits, reverse=True)[:limit]
+        return [(e.key, e.hits) for e in ranked]
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None

@@ -1,0 +1,206 @@
+"""Redis store: one cache shared by every proxy replica, so a purge on one is seen by all.
+
+Layout under `cache.redis_key_prefix` (default `openflare:cache:`):
+`e:<sha256(key)>` the entry (4-byte header length, JSON metadata, body), expiring when the entry
+is useless even for stale serving; `v:<primary>` the header names its variants vary on;
+`u:<url>` and `t:<tag>` sets of entry keys, so URL and tag purges never use `KEYS`; prefix
+purges walk `u:*` with `SCAN`. Timeouts are short: a Redis outage makes the cache a
+pass-through (counted and logged once per interval), never a source of 5xx.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from openflare.cache.entry import CacheEntry
+from openflare.cache.key import base_of
+from openflare.cache.storage.base import StoreStats, url_matches_prefix
+
+if TYPE_CHECKING:
+    from openflare.config.models import CacheConfig
+    from openflare.observability.logging import LogWriter
+    from openflare.observability.metrics import Metrics
+
+ERROR_LOG_INTERVAL = 10.0
+SCAN_BATCH = 500
+META_FIELDS = tuple(f for f in CacheEntry.__dataclass_fields__ if f not in ("body", "hits", "size"))
+
+
+def encode_entry(entry: CacheEntry) -> bytes:
+    meta = orjson.dumps({name: getattr(entry, name) for name in META_FIELDS})
+    return len(meta).to_bytes(4, "big") + meta + entry.body
+
+
+def decode_entry(raw: bytes | str) -> CacheEntry:
+    if isinstance(raw, str):  # only when a client is built with decode_responses=True
+        raw = raw.encode("latin-1")
+    length = int.from_bytes(raw[:4], "big")
+    meta: dict[str, Any] = orjson.loads(raw[4 : 4 + length])
+    meta["headers"] = tuple(tuple(pair) for pair in meta["headers"])
+    meta["vary"] = tuple(meta["vary"])
+    meta["tags"] = tuple(meta["tags"])
+    return CacheEntry(body=raw[4 + length :], **meta)
+
+
+def glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+class RedisStore:
+    kind = "redis"
+
+    def __init__(self, config: CacheConfig, metrics: Metrics, log: LogWriter) -> None:
+        timeout = config.redis_timeout_ms / 1000
+        self._redis = aioredis.Redis.from_url(
+            config.redis_url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry_on_timeout=False,
+            max_connections=256,
+        )
+        self._prefix = config.redis_key_prefix
+        self._max_entries = config.max_entries
+        self._max_bytes = config.max_bytes
+        self._metrics = metrics
+        self._log = log
+        self._last_error_log = 0.0
+
+    def _entry_key(self, key: str) -> str:
+        return self._prefix + "e:" + hashlib.sha256(key.encode()).hexdigest()
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log >= ERROR_LOG_INTERVAL:
+            self._last_error_log = now
+            self._log.event(
+                "error",
+                "cache_store_error",
+                store="redis",
+                operation=operation,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
+
+    async def get(self, key: str) -> CacheEntry | None:
+        try:
+            raw = await self._redis.get(self._entry_key(key))
+        except Exception as exc:
+            self._failed("get", exc)
+            raise
+        return decode_entry(raw) if raw else None
+
+    async def get_vary(self, primary: str) -> tuple[str, ...] | None:
+        try:
+            raw = await self._redis.get(self._prefix + "v:" + primary)
+        except Exception as exc:
+            self._failed("get_vary", exc)
+            raise
+        if raw is None:
+            return None
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        return tuple(text.split(",")) if text else ()
+
+    async def put(self, entry: CacheEntry) -> None:
+        ttl_ms = max(1000, int((entry.keep_until() - time.time()) * 1000))
+        entry_key = self._entry_key(entry.key)
+        index = self._prefix + "u:" + base_of(entry.primary)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.set(entry_key, encode_entry(entry), px=ttl_ms)
+                pipe.set(self._prefix + "v:" + entry.primary, ",".join(entry.vary), px=ttl_ms)
+                pipe.sadd(index, entry_key)
+                pipe.pexpire(index, ttl_ms, gt=True)
+                pipe.pexpire(index, ttl_ms, nx=True)
+                for tag in entry.tags:
+                    tag_key = self._prefix + "t:" + tag
+                    pipe.sadd(tag_key, entry_key)
+                    pipe.pexpire(tag_key, ttl_ms, gt=True)
+                    pipe.pexpire(tag_key, ttl_ms, nx=True)
+                await pipe.execute()
+        except Exception as exc:
+            self._failed("put", exc)
+            raise
+
+    async def _purge_entry_keys(self, entry_keys: Iterable[bytes | str], soft: bool) -> int:
+        keys = list(entry_keys)
+        if not keys:
+            return 0
+        if not soft:
+            return int(await self._redis.delete(*keys))
+        count = 0
+        for entry_key in keys:
+            raw = await self._redis.get(entry_key)
+            if raw is None:
+                continue
+            await self._redis.set(
+                entry_key, encode_entry(decode_entry(raw).soft_purged()), keepttl=True
+            )
+            count += 1
+        return count
+
+    async def purge_url(self, base: str, soft: bool) -> int:
+        index = self._prefix + "u:" + base
+        members = await self._redis.smembers(index)
+        count = await self._purge_entry_keys(members, soft)
+        if not soft:
+            await self._redis.delete(index)
+        return count
+
+    async def purge_key(self, key: str, soft: bool) -> int:
+        return await self._purge_entry_keys([self._entry_key(key)], soft)
+
+    async def purge_prefix(self, prefix: str, soft: bool) -> int:
+        pattern = (
+            self._prefix + "u:" + ("*" if prefix.startswith("/") else glob_escape(prefix) + "*")
+        )
+        count = 0
+        start = len(self._prefix) + 2
+        async for index in self._redis.scan_iter(match=pattern, count=SCAN_BATCH):
+            base = index.decode()[start:]
+            if url_matches_prefix(base, prefix):
+                count += await self.purge_url(base, soft)
+        return count
+
+    async def purge_tags(self, tags: Iterable[str], soft: bool) -> int:
+        count = 0
+        for tag in tags:
+            tag_key = self._prefix + "t:" + tag
+            count += await self._purge_entry_keys(await self._redis.smembers(tag_key), soft)
+            if not soft:
+                await self._redis.delete(tag_key)
+        return count
+
+    async def purge_all(self, soft: bool) -> int:
+        count = 0
+        pattern = glob_escape(self._prefix) + "*"
+        if soft:
+            batch = [
+                k async for k in self._redis.scan_iter(match=glob_escape(self._prefix) + "e:*")
+            ]
+            return await self._purge_entry_keys(batch, soft=True)
+        async for key in self._redis.scan_iter(match=pattern, count=SCAN_BATCH):
+            if key.decode().startswith(self._prefix + "e:"):
+                count += 1
+            await self._redis.delete(key)
+        return count
+
+    async def stats(self) -> StoreStats:
+        entries = 0
+        size = 0
+        async for key in self._redis.scan_iter(
+            match=glob_escape(self._prefix) + "e:*", count=SCAN_BATCH
+        ):
+            entries += 1
+            size += int(await self._redis.strlen(key))
+        return StoreStats(entries, size, self._max_entries, self._max_bytes, 0)
+
+    async def top(self, limit: int) -> list[tuple[str, int]]:
+        return []  # hit counts are per proxy; see openflare_cache_operations_total
+
+    async def close(self) -> None:
+        await self._redis.aclose()
