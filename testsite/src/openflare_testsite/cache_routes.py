@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -213,6 +214,26 @@ def _check_header_value(name: str, value: str) -> str:
     return value
 
 
+@router.api_route("/custom", methods=["POST", "PUT", "PATCH", "DELETE"])
+async def custom_unsafe(
+    request: Request,
+    status: int = 200,
+    location: str | None = None,
+    content_location: str | None = None,
+) -> Response:
+    """Unsafe methods on a cacheable URL, for invalidation tests (RFC 9111 §4.4)."""
+    if not 200 <= status <= 599:
+        raise HTTPException(400, "status must be within 200-599")
+    response = json_response(request, {"endpoint": "custom", "method": request.method}, status)
+    if location is not None:
+        response.headers["location"] = _check_header_value("location", location)
+    if content_location is not None:
+        response.headers["content-location"] = _check_header_value(
+            "content-location", content_location
+        )
+    return response
+
+
 @router.api_route("/custom", methods=GET_HEAD)
 async def custom(
     request: Request,
@@ -227,9 +248,13 @@ async def custom(
     body: str | None = None,
     size: Annotated[int | None, Query(ge=0, le=CUSTOM_MAX_SIZE)] = None,
     content_type: str | None = None,
+    delay_ms: Annotated[int, Query(ge=0, le=10_000)] = 0,
+    echo_headers: bool = False,
 ) -> Response:
     if not 200 <= status <= 599:
         raise HTTPException(400, "status must be within 200-599")
+    if delay_ms:
+        await asyncio.sleep(delay_ms / 1000)
     if etag is not None and '"' not in etag:
         etag = f'"{etag}"'
     headers: list[tuple[str, str]] = []
@@ -263,9 +288,10 @@ async def custom(
     if body is not None:
         return build(Response(body, status, media_type=content_type or "text/plain"))
     params = {key: value for key, value in request.query_params.multi_items()}
-    response = json_response(
-        request, {"endpoint": "custom", "status": status, "params": params}, status
-    )
+    payload: dict[str, object] = {"endpoint": "custom", "status": status, "params": params}
+    if echo_headers:
+        payload["headers"] = [[k, v] for k, v in request.headers.items()]
+    response = json_response(request, payload, status)
     if content_type is not None:
         response.headers["content-type"] = content_type
     return build(response)

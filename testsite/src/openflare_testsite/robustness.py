@@ -174,6 +174,7 @@ async def truncated(
     request: Request,
     declared: Annotated[int, Query(ge=1, le=LARGE_MAX_SIZE)] = 1000,
     sent: Annotated[int, Query(ge=0, le=LARGE_MAX_SIZE)] = 500,
+    cc: str = "no-store",
 ) -> Response:
     if sent >= declared:
         raise HTTPException(400, "sent must be smaller than declared")
@@ -188,7 +189,7 @@ async def truncated(
     headers = {
         "content-type": "application/octet-stream",
         "content-length": str(declared),
-        "cache-control": "no-store",
+        "cache-control": cc,
     }
     return ScriptedResponse(200, headers, script)
 

@@ -9,6 +9,10 @@ from openflare.cache.policy import current_age
 # Fixed per-entry cost counted against max_bytes on top of body and header bytes (object,
 # dict slots, index entries), so the accounted size tracks real memory.
 ENTRY_OVERHEAD_BYTES = 512
+# How long past expiry an entry is kept for clients that accept stale (max-stale) or for a
+# conditional request; the LRU bounds still apply.
+STALE_GRACE_SECONDS = 60.0
+VALIDATABLE_GRACE_SECONDS = 3600.0
 
 
 @dataclass(slots=True)
@@ -64,10 +68,20 @@ class CacheEntry:
 
     def keep_until(self) -> float:
         """Wall time after which the entry is useless even for stale serving or validation."""
-        extra = max(self.stale_while_revalidate, self.stale_if_error)
+        extra = max(self.stale_while_revalidate, self.stale_if_error, STALE_GRACE_SECONDS)
         if self.etag or self.last_modified:
-            extra = max(extra, 3600.0)  # keep validatable entries around for a conditional
+            extra = max(extra, VALIDATABLE_GRACE_SECONDS)  # worth a conditional request
         return self.response_time + self.lifetime + extra
+
+    def useful(self) -> bool:
+        """Worth storing: fresh for a while, servable stale, or able to be revalidated."""
+        return bool(
+            self.lifetime > 0
+            or self.etag
+            or self.last_modified
+            or self.stale_while_revalidate > 0
+            or self.stale_if_error > 0
+        )
 
     def soft_purged(self) -> CacheEntry:
         return replace(self, invalidated=True)

@@ -167,7 +167,6 @@ class CacheStage:
                 and 0 < staleness <= entry.stale_while_revalidate
             ):
                 self._refresh_in_background(exchange, primary, entry, settings)
-                self._metrics.cache_operation("stale")
                 return self._serve(exchange, entry, "STALE", now)
         elif directives.only_if_cached:
             return self._gateway_timeout(exchange)
@@ -297,13 +296,10 @@ class CacheStage:
             status = (
                 outcome.outcome if entry is None or outcome.outcome == "REVALIDATED" else "EXPIRED"
             )
-            if status == "STORE":
-                self._metrics.cache_operation("store")
             return self._serve(exchange, outcome.entry, status, time.time())
         now = time.time()
         if isinstance(outcome, Failed):
             if entry is not None and self._may_serve_stale_on_error(entry, directives, now):
-                self._metrics.cache_operation("stale")
                 return self._serve(exchange, entry, "STALE", now)
             exchange.cache_status = "ERROR"
             self._metrics.cache_operation("error")
@@ -315,7 +311,6 @@ class CacheStage:
             and self._may_serve_stale_on_error(entry, directives, now)
         ):
             upstream.close()
-            self._metrics.cache_operation("stale")
             return self._serve(exchange, entry, "STALE", now)
         exchange.cache_status = "MISS"
         self._metrics.cache_operation("miss")
@@ -374,7 +369,6 @@ class CacheStage:
             upstream.release()
             refreshed = self._refreshed(stale, upstream, request_time, response_time, settings)
             await self._put(refreshed)
-            self._metrics.cache_operation("revalidated")
             return Stored(refreshed, "REVALIDATED")
         if not store:
             return Passthrough(upstream, b"", "collapsed-fallback")
@@ -423,6 +417,8 @@ class CacheStage:
             response_cc,
             settings,
         )
+        if not entry.useful():  # e.g. already expired and nothing to revalidate it with
+            return Passthrough(upstream, bytes(body), "no-freshness")
         await self._put(entry)
         return Stored(entry, "STORE")
 
