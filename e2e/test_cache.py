@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from harness import Stack
+from redis_support import RedisServer, redis_server  # noqa: F401  (fixture)
 
 CUSTOM = "/cache/custom"
 
@@ -591,3 +592,61 @@ def test_unusual_statuses_pass_through(client: httpx.Client, status: int) -> Non
 def test_unknown_content_encoding_untouched(client: httpx.Client) -> None:
     response = client.get("/headers/set", params={"Content-Encoding": "x-custom-enc"})
     assert response.headers["content-encoding"] == "x-custom-enc"
+
+
+# --- Redis store: one cache for several proxies -----------------------------------------------
+
+
+@pytest.mark.local_only
+def test_redis_store_is_shared_and_purges_everywhere(
+    proxy_factory: Any, redis_server: RedisServer, stack: Stack
+) -> None:
+    overrides = {"cache": {"store": "redis", "redis_url": redis_server.url}}
+    a = proxy_factory(overrides)
+    b = proxy_factory(overrides)
+    params = {"u": unique(), "cc": "max-age=60"}
+    with (
+        httpx.Client(base_url=a.url, headers={"Host": "127.0.0.1"}, timeout=10) as on_a,
+        httpx.Client(base_url=b.url, headers={"Host": "127.0.0.1"}, timeout=10) as on_b,
+    ):
+        stored = on_a.get(CUSTOM, params=params)
+        shared = on_b.get(CUSTOM, params=params)
+        assert stored.headers["x-edge-cache"] == "STORE"
+        assert shared.headers["x-edge-cache"] == "HIT"
+        assert origin_seq(shared) == origin_seq(stored)
+        assert stack.hits(CUSTOM) == 1
+        url = str(on_b.build_request("GET", CUSTOM, params=params).url).replace(
+            b.url, "http://127.0.0.1"
+        )
+        purged = httpx.post(
+            f"{b.admin_url}/admin/cache/purge",
+            json={"url": url},
+            headers={"Authorization": f"Bearer {b.token}"},
+        )
+        assert purged.json() == {"purged": 1, "soft": False}
+        assert on_a.get(CUSTOM, params=params).headers["x-edge-cache"] == "STORE"
+        stats = httpx.get(
+            f"{a.admin_url}/admin/cache/stats", headers={"Authorization": f"Bearer {a.token}"}
+        ).json()
+        assert stats["store"] == "redis" and stats["entries"] == 1
+
+
+@pytest.mark.local_only
+def test_redis_outage_degrades_to_pass_through(
+    proxy_factory: Any, redis_server: RedisServer, stack: Stack
+) -> None:
+    proxy = proxy_factory({"cache": {"store": "redis", "redis_url": redis_server.url}})
+    params = {"u": unique(), "cc": "max-age=60"}
+    with httpx.Client(base_url=proxy.url, headers={"Host": "127.0.0.1"}, timeout=10) as c:
+        assert c.get(CUSTOM, params=params).headers["x-edge-cache"] == "STORE"
+        redis_server.stop()
+        down = [c.get(CUSTOM, params=params) for _ in range(3)]
+        assert [r.status_code for r in down] == [200, 200, 200]
+        assert stack.hits(CUSTOM) == 4  # every request reached the origin, none failed
+        redis_server.start()
+        assert c.get(CUSTOM, params=params).headers["x-edge-cache"] == "STORE"
+        assert c.get(CUSTOM, params=params).headers["x-edge-cache"] == "HIT"
+    record = proxy.wait_log(event="cache_store_error")
+    assert record["store"] == "redis"
+    metrics = httpx.get(f"{proxy.admin_url}/metrics").text
+    assert 'openflare_cache_operations_total{operation="error"}' in metrics

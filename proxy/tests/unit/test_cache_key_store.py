@@ -1,0 +1,205 @@
+import asyncio
+
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from openflare.cache.entry import CacheEntry
+from openflare.cache.key import KeyPolicy, base_of, variant_key
+from openflare.cache.singleflight import SingleFlight
+from openflare.cache.storage.memory import MemoryStore
+from openflare.cache.storage.redis import decode_entry, encode_entry
+
+
+def headers(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(CIMultiDict(pairs))
+
+
+NONE = headers()
+
+
+@pytest.mark.parametrize(
+    ("policy", "query", "key"),
+    [
+        (KeyPolicy(), "b=2&a=1", "http://h/p?a=1&b=2"),
+        (KeyPolicy(), "", "http://h/p"),
+        (KeyPolicy(ignore_query=("utm_*", "gclid")), "utm_source=x&a=1&gclid=9", "http://h/p?a=1"),
+        (KeyPolicy(only_query=("page",)), "page=2&sort=x", "http://h/p?page=2"),
+        (KeyPolicy(ignore_query=("utm_*",)), "utm_a=1", "http://h/p"),
+    ],
+)
+def test_primary_key_query_control(policy: KeyPolicy, query: str, key: str) -> None:
+    assert policy.primary("http", "H", "/p", query, NONE) == key
+
+
+def test_primary_key_includes_listed_headers_and_cookies() -> None:
+    policy = KeyPolicy(headers=("X-Device",), cookies=("lang",))
+    a = policy.primary(
+        "http", "h", "/p", "", headers(("X-Device", "m"), ("Cookie", "lang=en; x=1"))
+    )
+    b = policy.primary(
+        "http", "h", "/p", "", headers(("X-Device", "m"), ("Cookie", "x=2; lang=en"))
+    )
+    c = policy.primary("http", "h", "/p", "", headers(("X-Device", "d"), ("Cookie", "lang=en")))
+    assert a == b != c
+    assert base_of(a) == "http://h/p"
+
+
+def test_keys_differ_for_different_paths_and_hosts() -> None:
+    p = KeyPolicy()
+    keys = {p.primary("http", h, path, "", NONE) for h in ("a", "b") for path in ("/x", "/x/")}
+    assert len(keys) == 4
+
+
+def test_variant_key() -> None:
+    vary = ("accept-encoding",)
+    a = variant_key("k", vary, headers(("Accept-Encoding", "gzip, br")))
+    b = variant_key("k", vary, headers(("Accept-Encoding", "br,gzip")))
+    c = variant_key("k", vary, headers(("Accept-Encoding", "gzip")))
+    assert a == b != c
+    assert variant_key("k", (), NONE) == "k"
+
+
+def entry(
+    key: str,
+    size: int = 100,
+    tags: tuple[str, ...] = (),
+    primary: str | None = None,
+    vary: tuple[str, ...] = (),
+    lifetime: float = 60.0,
+    now: float | None = None,
+) -> CacheEntry:
+    import time
+
+    t = time.time() if now is None else now
+    return CacheEntry(
+        key=key,
+        primary=primary or key,
+        status=200,
+        reason="OK",
+        headers=(("Content-Type", "text/plain"),),
+        body=b"x" * size,
+        request_time=t,
+        response_time=t,
+        date_value=t,
+        age_value=0,
+        lifetime=lifetime,
+        stale_while_revalidate=0,
+        stale_if_error=0,
+        must_revalidate=False,
+        no_cache=False,
+        auth_shareable=False,
+        vary=vary,
+        tags=tags,
+        etag='"e"',
+    )
+
+
+async def test_memory_store_lru_respects_entry_and_byte_limits() -> None:
+    store = MemoryStore(max_entries=3, max_bytes=10_000)
+    for i in range(5):
+        await store.put(entry(f"http://h/{i}"))
+    stats = await store.stats()
+    assert stats.entries == 3 and stats.evictions == 2
+    assert await store.get("http://h/0") is None and await store.get("http://h/4") is not None
+    await store.get("http://h/2")  # touch: now most recently used
+    await store.put(entry("http://h/5"))
+    assert await store.get("http://h/2") is not None and await store.get("http://h/3") is None
+    big = MemoryStore(max_entries=100, max_bytes=5_000)
+    for i in range(20):
+        await big.put(entry(f"http://h/{i}", size=1_000))
+        assert big.size_bytes <= 5_000
+    assert big.size_bytes == sum(e.size for e in big._entries.values())
+    await store.close()
+    await big.close()
+
+
+async def test_memory_store_rejects_objects_larger_than_the_store() -> None:
+    store = MemoryStore(max_entries=10, max_bytes=1_000)
+    await store.put(entry("http://h/big", size=5_000))
+    assert (await store.stats()).entries == 0
+    await store.close()
+
+
+async def test_memory_store_purges_by_url_prefix_tag_and_soft() -> None:
+    store = MemoryStore(max_entries=100, max_bytes=1_000_000)
+    await store.put(entry("http://h/a|v:1", primary="http://h/a", vary=("x",), tags=("t1",)))
+    await store.put(entry("http://h/a|v:2", primary="http://h/a", vary=("x",), tags=("t1/x",)))
+    await store.put(entry("http://h/static/1", tags=("t2",)))
+    await store.put(entry("http://g/static/2"))
+    assert await store.get_vary("http://h/a") == ("x",)
+    assert await store.purge_tags(["t1"], soft=False) == 1  # exact: t1/x is another tag
+    assert await store.purge_url("http://h/a", soft=True) == 1
+    soft = await store.get("http://h/a|v:2")
+    assert soft is not None and soft.invalidated and soft.ttl(soft.response_time) == 0
+    assert await store.purge_prefix("/static/", soft=False) == 2  # path prefix: any host
+    assert await store.purge_all(soft=False) == 1
+    assert (await store.stats()).entries == 0 and store.size_bytes == 0
+    await store.close()
+
+
+async def test_memory_store_caps_variants_per_url() -> None:
+    store = MemoryStore(max_entries=100, max_bytes=1_000_000, max_variants=2)
+    for i in range(4):
+        await store.put(entry(f"http://h/a|v:{i}", primary="http://h/a", vary=("x",)))
+    assert [await store.get(f"http://h/a|v:{i}") is not None for i in range(4)] == [
+        False,
+        False,
+        True,
+        True,
+    ]
+    await store.close()
+
+
+async def test_memory_store_sweep_drops_expired() -> None:
+    store = MemoryStore(max_entries=10, max_bytes=1_000_000)
+    old = entry("http://h/old", lifetime=1, now=1_000.0)
+    old.etag = None
+    await store.put(old)
+    await store.put(entry("http://h/new"))
+    assert store.sweep() == 1
+    assert (await store.stats()).entries == 1
+    await store.close()
+
+
+def test_redis_encoding_round_trip() -> None:
+    original = entry("http://h/a", tags=("a", "b"), vary=("accept",))
+    copy = decode_entry(encode_entry(original))
+    assert copy.body == original.body and copy.headers == original.headers
+    assert copy.tags == ("a", "b") and copy.vary == ("accept",) and copy.etag == '"e"'
+
+
+async def test_singleflight_runs_once_and_waiters_time_out() -> None:
+    flights: SingleFlight[int] = SingleFlight()
+    calls = 0
+    release = asyncio.Event()
+
+    async def fetch() -> int:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return 42
+
+    leader = asyncio.create_task(flights.join("k", fetch, 1.0))
+    waiters = [asyncio.create_task(flights.join("k", fetch, 1.0)) for _ in range(5)]
+    impatient = asyncio.create_task(flights.join("k", fetch, 0.01))
+    await asyncio.sleep(0.05)
+    assert await impatient == (None, False)
+    release.set()
+    assert await leader == (42, True)
+    assert [await w for w in waiters] == [(42, False)] * 5
+    assert calls == 1 and not flights.in_flight("k")
+
+
+async def test_singleflight_survives_a_departing_leader() -> None:
+    flights: SingleFlight[int] = SingleFlight()
+
+    async def fetch() -> int:
+        await asyncio.sleep(0.05)
+        return 7
+
+    leader = asyncio.create_task(flights.join("k", fetch, 1.0))
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(flights.join("k", fetch, 1.0))
+    await asyncio.sleep(0.01)
+    leader.cancel()
+    assert await waiter == (7, False)
