@@ -465,26 +465,31 @@ def test_unkeyed_headers_do_not_reach_origin_on_cacheable_requests(client: httpx
 
 def test_unsafe_method_invalidates_the_url_and_location(stack: Stack, client: httpx.Client) -> None:
     u = unique()
-    params = {"u": u, "cc": "max-age=60"}
-    other = {"u": u + "x", "cc": "max-age=60"}
-    get(client, CUSTOM, **params)
-    get(client, CUSTOM, **other)
-    other_url = client.build_request("GET", CUSTOM, params=other).url
+    target = {"u": u, "cc": "max-age=60"}
+    elsewhere = {"u": u + "x", "cc": "max-age=60"}
+    untouched = {"u": u + "y", "cc": "max-age=60"}
+    for params in (target, elsewhere, untouched):
+        get(client, CUSTOM, **params)
+    other_url = client.build_request("GET", CUSTOM, params=elsewhere).url
     location = f"{other_url.path}?{other_url.query.decode()}"
-    posted = client.post(CUSTOM, params={**params, "location": location})
+    # a successful PUT to the target URL that names another same-origin URL in Location
+    assert client.put(CUSTOM, params={**target}, headers={"X-Ignored": "1"}).status_code == 200
+    assert get(client, CUSTOM, **target).headers["x-edge-cache"] == "STORE"
+    posted = client.post(CUSTOM, params={"u": u + "z", "location": location})
     assert posted.status_code == 200
-    # the POST's own URL includes `location`, so purge the GET URL explicitly through PUT
-    client.put(CUSTOM, params=params)
-    assert get(client, CUSTOM, **params).headers["x-edge-cache"] == "STORE"
-    assert get(client, CUSTOM, **other).headers["x-edge-cache"] == "STORE"
+    assert get(client, CUSTOM, **elsewhere).headers["x-edge-cache"] == "STORE"
+    assert get(client, CUSTOM, **untouched).headers["x-edge-cache"] == "HIT"
 
 
-def test_failed_unsafe_request_does_not_invalidate(client: httpx.Client) -> None:
+def test_failed_unsafe_request_does_not_invalidate(stack: Stack, client: httpx.Client) -> None:
     params = {"u": unique(), "cc": "max-age=60"}
     get(client, CUSTOM, **params)
-    client.delete(CUSTOM, params={**params, "status": "500"})
-    # DELETE with status=500 targets another URL (its own query); use the same URL:
+    httpx.post(f"{stack.origin_url}/__fail", params={"mode": "500"}).raise_for_status()
+    assert client.delete(CUSTOM, params=params).status_code == 500  # same URL, failed
+    httpx.post(f"{stack.origin_url}/__fail", params={"mode": "off"}).raise_for_status()
     assert get(client, CUSTOM, **params).headers["x-edge-cache"] == "HIT"
+    assert client.delete(CUSTOM, params=params).status_code == 200  # same URL, succeeded
+    assert get(client, CUSTOM, **params).headers["x-edge-cache"] == "STORE"
 
 
 # --- purge API ----------------------------------------------------------------------------------

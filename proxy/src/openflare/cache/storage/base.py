@@ -72,4 +72,9 @@ def create_store(config: CacheConfig, metrics: Metrics, log: LogWriter) -> Cache
         return RedisStore(config, metrics, log)
     from openflare.cache.storage.memory import MemoryStore
 
-    return MemoryStore(config.max_entries, config.max_bytes, config.max_variants)
+    store = MemoryStore(
+        config.max_entries, config.max_bytes, config.max_variants, metrics.cache_evictions.inc
+    )
+    metrics.cache_size_bytes.set_function(lambda: store.size_bytes)
+    metrics.cache_entries.set_function(store.entry_count)
+    return store

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from openflare.cache.entry import CacheEntry
 from openflare.cache.key import base_of
@@ -21,7 +21,14 @@ SWEEP_INTERVAL_SECONDS = 30.0
 class MemoryStore:
     kind = "memory"
 
-    def __init__(self, max_entries: int, max_bytes: int, max_variants: int = 16) -> None:
+    def __init__(
+        self,
+        max_entries: int,
+        max_bytes: int,
+        max_variants: int = 16,
+        on_evict: Callable[[], None] | None = None,
+    ) -> None:
+        self._on_evict = on_evict
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.max_variants = max_variants
@@ -68,12 +75,15 @@ class MemoryStore:
         for tag in entry.tags:
             self._tags.setdefault(tag, set()).add(entry.key)
         while len(variants) > self.max_variants:
-            oldest = next(iter(variants))
-            self._remove(oldest)
-            self.evictions += 1
+            self._evict(next(iter(variants)))
         while len(self._entries) > self.max_entries or self.size_bytes > self.max_bytes:
-            self._remove(next(iter(self._entries)))
-            self.evictions += 1
+            self._evict(next(iter(self._entries)))
+
+    def _evict(self, key: str) -> None:
+        self._remove(key)
+        self.evictions += 1
+        if self._on_evict is not None:
+            self._on_evict()
 
     def _remove(self, key: str) -> CacheEntry | None:
         entry = self._entries.pop(key, None)
@@ -158,6 +168,9 @@ class MemoryStore:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
             self.sweep()
+
+    def entry_count(self) -> int:
+        return len(self._entries)
 
     async def stats(self) -> StoreStats:
         return StoreStats(
