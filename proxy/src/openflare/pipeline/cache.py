@@ -78,8 +78,9 @@ class Passthrough:
     """Not shareable: only the request that fetched it may use it."""
 
     upstream: aiohttp.ClientResponse
-    prefix: bytes
+    prefix: bytes  # body bytes already read from `upstream`
     reason: str
+    complete: bool = False  # `prefix` is the whole body (upstream already released)
 
 
 @dataclass(slots=True)
@@ -317,7 +318,7 @@ class CacheStage:
         exchange.add_response_header(
             "Cache-Status", f"OpenFlare; fwd=miss; detail={outcome.reason}"
         )
-        return await self._client.relay(exchange, upstream, outcome.prefix)
+        return await self._client.relay(exchange, upstream, outcome.prefix, outcome.complete)
 
     @staticmethod
     def _may_serve_stale_on_error(
@@ -418,7 +419,7 @@ class CacheStage:
             settings,
         )
         if not entry.useful():  # e.g. already expired and nothing to revalidate it with
-            return Passthrough(upstream, bytes(body), "no-freshness")
+            return Passthrough(upstream, bytes(body), "no-freshness", complete=True)
         await self._put(entry)
         return Stored(entry, "STORE")
 
@@ -564,7 +565,8 @@ class CacheStage:
     # --- invalidation (RFC 9111 §4.4) --------------------------------------------------------
 
     async def _invalidate(self, exchange: Exchange, response: web.StreamResponse) -> None:
-        targets = [exchange.path]
+        origin = f"{exchange.request.scheme}://{exchange.host}"
+        urls = [origin + exchange.path + ("?" + exchange.query if exchange.query else "")]
         for name in ("Location", "Content-Location"):
             value = response.headers.get(name)
             if not value:
@@ -573,16 +575,12 @@ class CacheStage:
             if parts.netloc and parts.netloc.lower() != exchange.host.lower():
                 continue  # only same-origin URIs (§4.4)
             if parts.path.startswith("/"):
-                try:
-                    targets.append(normalize_path(parts.path, self._normalization))
-                except ValueError:
-                    continue
-        scheme = exchange.request.scheme
-        for path in dict.fromkeys(targets):
-            base = f"{scheme}://{exchange.host.lower()}{path}"
+                urls.append(origin + parts.path + ("?" + parts.query if parts.query else ""))
+        for url in dict.fromkeys(urls):
             try:
-                removed = await self._store.purge_url(base, soft=False)
-                removed += await self._store.purge_prefix(base + "?", soft=False)
+                removed = await self._store.purge_url(self.url_base(url), soft=False)
+            except ValueError:
+                continue  # a Location the normalizer refuses names nothing we stored
             except Exception:
                 self._metrics.cache_operation("error")
                 continue

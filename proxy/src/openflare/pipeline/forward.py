@@ -181,9 +181,14 @@ class UpstreamClient:
         return upstream
 
     async def relay(
-        self, exchange: Exchange, upstream: aiohttp.ClientResponse, prefix: bytes = b""
+        self,
+        exchange: Exchange,
+        upstream: aiohttp.ClientResponse,
+        prefix: bytes = b"",
+        complete: bool = False,
     ) -> web.StreamResponse:
-        """Stream `upstream` to the client (`prefix`: body bytes already read from it)."""
+        """Stream `upstream` to the client (`prefix`: body bytes already read from it;
+        `complete`: they are the whole body)."""
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for name, value in client_response_headers(upstream.headers):
             response.headers.add(name, value)
@@ -200,9 +205,10 @@ class UpstreamClient:
                 if prefix:
                     await response.write(prefix)
                     exchange.bytes_sent += len(prefix)
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-                    exchange.bytes_sent += len(chunk)
+                if not complete:
+                    async for chunk in upstream.content.iter_any():
+                        await response.write(chunk)
+                        exchange.bytes_sent += len(chunk)
             await response.write_eof()
         except ConnectionResetError:
             exchange.error = "client_disconnected"
