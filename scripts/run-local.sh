@@ -20,10 +20,16 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-for _ in $(seq 1 100); do
-  if curl -fsS http://127.0.0.1:8081/readyz >/dev/null 2>&1; then break; fi
+ready=""
+for _ in $(seq 1 150); do
+  if curl -fsS http://127.0.0.1:8081/readyz >/dev/null 2>&1; then ready=1; break; fi
+  if ! kill -0 "$proxy" 2>/dev/null || ! kill -0 "$origin" 2>/dev/null; then break; fi
   sleep 0.1
 done
+if [[ -z "$ready" ]]; then
+  echo "make run: the proxy did not become ready on 127.0.0.1:8081 (see its output above)" >&2
+  exit 1
+fi
 cat >&2 <<MSG
 
   OpenFlare is up:  proxy http://127.0.0.1:8080   admin http://127.0.0.1:8081   origin http://127.0.0.1:8000

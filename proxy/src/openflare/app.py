@@ -14,18 +14,21 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from openflare.config.models import ServerConfig
+from openflare.observability.metrics import Metrics
 from openflare.pipeline.base import Exchange
 from openflare.runtime import RuntimeHolder
 
-# aiohttp's parser is the hard cap (nothing past it is ever buffered); it sits a little above
-# OpenFlare's limits so that the limits stage sees every request up to there, and
-# `EdgeRequestHandler` turns the parser's own refusals into 414/431 instead of a bare 400.
-PARSER_HEADROOM = 1024
+# aiohttp's parser is the hard cap: nothing past it is ever buffered. The caps are fixed at
+# the largest values the config accepts (models.py), so a reload may raise any limit; the
+# limits stage enforces the configured values with 414/431 below them.
+PARSER_MAX_LINE = 65_536 + 1024  # ServerConfig.max_uri_bytes ≤ 65 536
+PARSER_MAX_FIELD = 1_048_576 + 1024  # ServerConfig.max_header_bytes ≤ 1 MiB
+PARSER_MAX_HEADERS = 1000 + 32  # ServerConfig.max_header_count ≤ 1000
 
 
 class EdgeRequestHandler(RequestHandler):
-    """aiohttp's connection handler with RFC statuses for requests its parser refuses."""
+    """aiohttp's connection handler: requests its parser refuses get RFC statuses (414 for
+    the request line, 431 for headers, 400 otherwise), are counted and logged as one line."""
 
     def handle_error(
         self,
@@ -34,34 +37,49 @@ class EdgeRequestHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        if isinstance(exc, LineTooLong):
-            status = 414 if exc.args[1] == self.max_line_size else 431
-        elif isinstance(exc, BadHttpMessage) and "Too many headers" in str(exc):
-            status = 431
+        if isinstance(exc, BadHttpMessage):
+            if isinstance(exc, LineTooLong):
+                status = 414 if exc.args[1] == self.max_line_size else 431
+            elif "Too many headers" in str(exc):
+                status = 431
+            server = self._manager
+            if isinstance(server, EdgeServer):
+                server.refused(status, exc)
         return super().handle_error(request, status, exc, message)
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        error = kw.get("exc_info")
+        if isinstance(error, BadHttpMessage):
+            return  # client garbage: counted and logged once by EdgeServer.refused
+        super().log_exception(*args, **kw)
 
 
 class EdgeServer(web.Server):
+    def __init__(self, handler: Any, metrics: Metrics, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.metrics = metrics
+
     def __call__(self) -> RequestHandler:
         return EdgeRequestHandler(self, loop=self._loop, **self._kwargs)
 
-
-def public_server_kwargs(server: ServerConfig) -> dict[str, Any]:
-    return {
-        "max_line_size": server.max_uri_bytes + PARSER_HEADROOM,
-        # +1 keeps the two limits distinct, which is how a refusal tells URI from header
-        "max_field_size": server.max_header_bytes + PARSER_HEADROOM + 1,
-        "max_headers": server.max_header_count + 32,
-        "keepalive_timeout": server.idle_timeout_ms / 1000,
-        "access_log": None,
-    }
+    def refused(self, status: int, exc: BadHttpMessage) -> None:
+        reason = {414: "uri_too_long", 431: "headers_too_large"}.get(status, "bad_request")
+        self.metrics.reject("parser", reason)
 
 
-def create_public_server(holder: RuntimeHolder, server: ServerConfig) -> EdgeServer:
+def create_public_server(holder: RuntimeHolder, metrics: Metrics) -> EdgeServer:
     monotonic = time.monotonic
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         runtime = holder.runtime
         return await runtime.handler(Exchange(request, monotonic(), runtime.debug_headers))
 
-    return EdgeServer(handle, **public_server_kwargs(server))
+    return EdgeServer(
+        handle,
+        metrics,
+        max_line_size=PARSER_MAX_LINE,
+        max_field_size=PARSER_MAX_FIELD,
+        max_headers=PARSER_MAX_HEADERS,
+        keepalive_timeout=holder.runtime.bundle.proxy.server.idle_timeout_ms / 1000,
+        access_log=None,
+    )

@@ -77,7 +77,7 @@ class Router:
                     return found
             bare = _host_only(name)
             for suffix, routes in self._wildcard:
-                if bare.endswith(suffix):
+                if name.endswith(suffix) or bare.endswith(suffix):  # "*.x.com:8080" keeps a port
                     found = self._first(routes, path)
                     if found is not None:
                         return found

@@ -37,8 +37,8 @@ PIPELINE: tuple[tuple[str, StageFactory], ...] = (
     ("waf", waf.build),  # 6  403 (enforce) or log (shadow)
     ("ratelimit", ratelimit.build),  # 7  429
     ("route", route.build),  # 8  host + longest prefix → upstream, 404
-    ("cache", cache.build),  # 9-11, 13  eligibility, lookup, collapsing, store
     ("fault", fault.build),  # test-only fault injection (off unless configured)
+    ("cache", cache.build),  # 9-11, 13  eligibility, lookup, collapsing, store
 )
 # 12: forward to the origin ends the chain; 14 (response headers) is Exchange.finalize_headers.
 TERMINAL = forward.build_terminal

@@ -21,6 +21,9 @@ NONE = headers()
     ("policy", "query", "key"),
     [
         (KeyPolicy(), "b=2&a=1", "http://h/p?a=1&b=2"),
+        (KeyPolicy(), "a=2&a=1", "http://h/p?a=1&a=2"),
+        (KeyPolicy(), "x&y=", "http://h/p?x=&y="),
+        (KeyPolicy(), "q=a+b%20c", "http://h/p?q=a+b+c"),
         (KeyPolicy(), "", "http://h/p"),
         (KeyPolicy(ignore_query=("utm_*", "gclid")), "utm_source=x&a=1&gclid=9", "http://h/p?a=1"),
         (KeyPolicy(only_query=("page",)), "page=2&sort=x", "http://h/p?page=2"),

@@ -3,7 +3,6 @@ import pytest
 from openflare.config.models import NormalizationConfig
 from openflare.pipeline.normalize import (
     PathRejected,
-    canonical_query,
     normalize_path,
     remove_dot_segments,
 )
@@ -91,21 +90,3 @@ def test_normalize_is_idempotent_and_leaves_no_dot_segments(raw: str) -> None:
 )
 def test_remove_dot_segments_rfc3986_examples(path: str, expected: str) -> None:
     assert remove_dot_segments(path) == expected
-
-
-@pytest.mark.parametrize(
-    ("query", "expected"),
-    [
-        ("", ""),
-        ("b=2&a=1", "a=1&b=2"),
-        ("a=2&a=1", "a=1&a=2"),
-        ("x&y=", "x=&y="),
-        ("q=a+b%20c", "q=a+b+c"),
-    ],
-)
-def test_canonical_query(query: str, expected: str) -> None:
-    assert canonical_query(query) == expected
-
-
-def test_canonical_query_is_order_independent() -> None:
-    assert canonical_query("z=1&y=2&x=3") == canonical_query("x=3&z=1&y=2")

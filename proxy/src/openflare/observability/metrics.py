@@ -88,9 +88,13 @@ class Metrics:
         self.in_flight = Gauge(
             "openflare_in_flight_requests", "Requests being handled right now.", registry=r
         )
+        # a plain int on the hot path; the gauge reads it at scrape time
+        self.in_flight_now = 0
+        self.in_flight.set_function(lambda: self.in_flight_now)
         self.rejections = Counter(
             "openflare_rejected_requests_total",
-            "Requests refused before routing, by stage and reason.",
+            "Requests the edge refused itself (parser, limits, normalize, route, forward), "
+            "by stage and reason.",
             ("stage", "reason"),
             registry=r,
         )

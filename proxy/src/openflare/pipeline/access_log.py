@@ -6,6 +6,7 @@ request counters. A client that leaves early is logged with `error: client_disco
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -31,9 +32,9 @@ class AccessLogStage:
         self._enabled = enabled
 
     async def __call__(self, exchange: Exchange, next: Handler) -> web.StreamResponse:
-        in_flight = self._metrics.in_flight
-        in_flight.inc()
-        status = 500
+        metrics = self._metrics
+        metrics.in_flight_now += 1
+        status = 0
         try:
             response = await next(exchange)
             status = response.status
@@ -42,8 +43,13 @@ class AccessLogStage:
             except ConnectionResetError:
                 exchange.error = exchange.error or "client_disconnected"
             return response
+        except asyncio.CancelledError:
+            exchange.error = exchange.error or "cancelled"
+            raise
         finally:
-            in_flight.dec()
+            metrics.in_flight_now -= 1
+            if not status:  # no response object came back: report what the client got
+                status = exchange.response.status if exchange.response is not None else 500
             self._record(exchange, status)
 
     def _record(self, exchange: Exchange, status: int) -> None:
@@ -65,7 +71,8 @@ class AccessLogStage:
                     "client_ip": exchange.client_ip,
                     "method": exchange.method,
                     "host": exchange.host,
-                    "path": exchange.path or exchange.request.raw_path[:2048],
+                    # refused before normalization: the raw path, never the query (secrets)
+                    "path": exchange.path or exchange.request.raw_path.partition("?")[0][:2048],
                     "status": status,
                     "bytes_sent": exchange.bytes_sent,
                     "duration_ms": round(duration * 1000, 3),

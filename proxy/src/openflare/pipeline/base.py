@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from openflare.routing import Route
 
 Handler = Callable[["Exchange"], Awaitable[web.StreamResponse]]
+SERVER_NAME = "openflare"  # on responses the edge makes itself (never aiohttp's version)
 
 
 class Stage(Protocol):
@@ -156,7 +157,7 @@ class Exchange:
             return
         await self.start_response(response)
         await response.write_eof()
-        self.bytes_sent = response.body_length
+        self.bytes_sent = response.content_length or 0  # body bytes, as for streamed ones
 
 
 def compose(stages: Sequence[Stage], terminal: Terminal) -> Handler:
@@ -172,5 +173,5 @@ def plain_error(exchange: Exchange, status: int, message: str) -> web.Response:
     return web.Response(
         status=status,
         text=f"{status} {message}\nrequest_id: {exchange.request_id}\n",
-        headers={"Cache-Control": "no-store"},
+        headers={"Cache-Control": "no-store", "Server": SERVER_NAME},
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -43,7 +43,7 @@ class RequestBodyError(Exception):
 class _BodyStream:
     """The client's request body as an async iterator, counted and timed as it streams."""
 
-    __slots__ = ("_content", "_prefix", "_limit", "_timeout", "error", "sent")
+    __slots__ = ("_content", "_prefix", "_limit", "_timeout", "error", "sent", "finished")
 
     def __init__(
         self, content: aiohttp.StreamReader, prefix: bytes, limit: int, timeout: float
@@ -54,8 +54,16 @@ class _BodyStream:
         self._timeout = timeout
         self.error: RequestBodyError | None = None
         self.sent = len(prefix)
+        self.finished = asyncio.Event()  # set when the body ended, completely or not
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._chunks():
+                yield chunk
+        finally:
+            self.finished.set()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
         if self._prefix:
             yield self._prefix  # already read (and checked against the limit) by the WAF
         content = self._content
@@ -160,16 +168,20 @@ class UpstreamClient:
         if body is not None:
             await exchange.send_continue()  # every earlier stage accepted the request
         started = time.monotonic()
+        sending = pool.session.request(
+            exchange.method,
+            URL(target, encoded=True),
+            headers=headers,
+            data=body.__aiter__() if body is not None else None,
+            allow_redirects=False,
+            compress=None,
+        )
         try:
-            async with asyncio.timeout(pool.header_timeout):
-                upstream = await pool.session.request(
-                    exchange.method,
-                    URL(target, encoded=True),
-                    headers=headers,
-                    data=body.__aiter__() if body is not None else None,
-                    allow_redirects=False,
-                    compress=None,
-                )
+            if body is None:
+                async with asyncio.timeout(pool.header_timeout):
+                    upstream = await sending
+            else:
+                upstream = await self._after_body(sending, body, pool.header_timeout)
         except Exception as exc:
             if body is not None and body.error is not None:
                 raise body.error from None
@@ -224,6 +236,23 @@ class UpstreamClient:
             return response
         upstream.release()
         return response
+
+    @staticmethod
+    async def _after_body(
+        sending: Awaitable[aiohttp.ClientResponse], body: _BodyStream, header_timeout: float
+    ) -> aiohttp.ClientResponse:
+        """The time-to-first-byte timeout starts once the whole body is sent, so a slow
+        upload (bounded per chunk by read_timeout_ms) is never blamed on the origin."""
+        exchange_task: asyncio.Future[aiohttp.ClientResponse] = asyncio.ensure_future(sending)
+        body_sent = asyncio.ensure_future(body.finished.wait())
+        try:
+            await asyncio.wait((exchange_task, body_sent), return_when=asyncio.FIRST_COMPLETED)
+            async with asyncio.timeout(header_timeout):
+                return await exchange_task
+        finally:
+            body_sent.cancel()
+            if not exchange_task.done():
+                exchange_task.cancel()
 
     def _failure(self, pool: UpstreamPool, exc: BaseException) -> UpstreamFailure:
         if isinstance(exc, TimeoutError):

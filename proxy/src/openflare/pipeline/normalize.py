@@ -7,14 +7,13 @@ dot segments are removed (also when written as `%2e`), and duplicate slashes are
 configured. `%2F` is never decoded into a path separator. NUL, control characters, invalid
 escapes and (when configured) encoded slashes or backslashes are refused with 400.
 
-The query string is forwarded exactly as the client sent it; `canonical_query` gives the
-stable form the cache keys on.
+The query string is forwarded exactly as the client sent it; the cache keys on a canonical
+form of it (cache/key.py).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
 
@@ -105,15 +104,6 @@ def normalize_path(raw: str, options: NormalizationConfig) -> str:
     if "/." in path:
         path = remove_dot_segments(path)
     return path
-
-
-def canonical_query(query: str) -> str:
-    """Query parameters in a stable order, for the cache key (never what the origin gets)."""
-    if not query:
-        return ""
-    pairs = parse_qsl(query, keep_blank_values=True)
-    pairs.sort()
-    return urlencode(pairs)
 
 
 class NormalizeStage:
