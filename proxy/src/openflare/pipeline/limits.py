@@ -1,4 +1,5 @@
-"""Stage 4 — size limits: URI (414), header bytes and count (431), declared body size (413).
+"""Stage 4 — size limits: URI (414), header bytes and count (431), declared body size (413);
+and header values that are not valid UTF-8 (400, see below).
 
 A body sent with `Transfer-Encoding: chunked` has no declared size: the forward stage counts it
 while streaming it to the origin and answers 413 as soon as it passes the limit, without ever
@@ -17,6 +18,14 @@ if TYPE_CHECKING:
     from openflare.config.loader import ConfigBundle
     from openflare.deps import Deps
     from openflare.observability.metrics import Metrics
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class LimitsStage:
@@ -48,6 +57,10 @@ class LimitsStage:
         header_bytes = 0
         for name, value in raw_headers:
             header_bytes += len(name) + len(value) + 4
+            if not value.isascii() and not _is_utf8(value):
+                # obs-text that is not UTF-8 cannot be forwarded byte-exact by aiohttp's writer
+                # (it would silently drop those bytes), so it is refused instead of altered
+                return self._refuse(exchange, 400, "header_not_utf8", "Bad Request")
         if header_bytes > self._max_header_bytes:
             return self._refuse(
                 exchange, 431, "headers_too_large", "Request Header Fields Too Large"
