@@ -10,13 +10,17 @@ from __future__ import annotations
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from harness import Stack
-from redis_support import RedisServer, redis_server  # noqa: F401  (fixture)
+
+if TYPE_CHECKING:
+    from redis_support import RedisServer
+
+pytest_plugins = ("redis_support",)
 
 CUSTOM = "/cache/custom"
 
