@@ -4,6 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 E2E_TARGET ?= local
 
+.DEFAULT_GOAL := help
+# Feature areas add their own targets in mk/*.mk and append to TEST_EXTRA the checks that
+# `make test` must also run (e.g. helm lint, chart tests, promtool).
+TEST_EXTRA :=
+-include mk/*.mk
+
 .PHONY: help setup apt-deps run test lint typecheck unit e2e test-e2e smoke check-config clean
 
 help:
@@ -20,7 +26,7 @@ apt-deps:
 run: setup apt-deps
 	@bash scripts/run-local.sh
 
-test: setup apt-deps lint typecheck unit e2e
+test: setup apt-deps lint typecheck unit e2e $(TEST_EXTRA)
 
 lint: setup
 	$(VENV)/bin/ruff check proxy testsite e2e
