@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from multidict import CIMultiDict
+
 from openflare.cache.policy import current_age
 
 # Fixed per-entry cost counted against max_bytes on top of body and header bytes (object,
@@ -41,11 +43,18 @@ class CacheEntry:
     invalidated: bool = False  # soft purge: kept for stale serving, never fresh again
     hits: int = 0
     size: int = field(default=0)
+    _header_map: CIMultiDict[str] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.size:
             header_bytes = sum(len(k) + len(v) for k, v in self.headers)
             self.size = len(self.body) + header_bytes + len(self.key) + ENTRY_OVERHEAD_BYTES
+
+    def header_map(self) -> CIMultiDict[str]:
+        """The stored headers as a multidict, built once; copy it before changing it."""
+        if self._header_map is None:
+            self._header_map = CIMultiDict(self.headers)
+        return self._header_map
 
     def age(self, now: float) -> float:
         return current_age(
@@ -84,4 +93,4 @@ class CacheEntry:
         )
 
     def soft_purged(self) -> CacheEntry:
-        return replace(self, invalidated=True)
+        return replace(self, invalidated=True, _header_map=None)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -60,6 +61,10 @@ if TYPE_CHECKING:
     from openflare.observability.metrics import Metrics
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# After a response that could not be stored, requests for that URL skip collapsing for a while
+# (Varnish's hit-for-miss): they fetch in parallel, and a storable answer ends it at once.
+HIT_FOR_MISS_SECONDS = 30.0
+HIT_FOR_MISS_MAX_KEYS = 10_000
 SERVER_ERRORS = frozenset({500, 502, 503, 504})
 # Stored headers that describe one exchange rather than the representation.
 NOT_STORED_HEADERS = frozenset({"set-cookie", "age", "x-request-id"})
@@ -102,7 +107,7 @@ class CacheStage:
         "_flights",
         "_tag_headers",
         "_strip_tags",
-        "_background",
+        "_uncacheable",
     )
 
     def __init__(
@@ -124,7 +129,7 @@ class CacheStage:
         self._flights = flights
         self._tag_headers = tuple(h.lower() for h in config.tag_headers)
         self._strip_tags = config.strip_tag_headers
-        self._background: set[asyncio.Task[None]] = set()
+        self._uncacheable: OrderedDict[str, float] = OrderedDict()  # primary → until (monotonic)
 
     # --- entry point -------------------------------------------------------------------------
 
@@ -157,7 +162,7 @@ class CacheStage:
                 request=directives,
                 no_cache=entry.no_cache,
             ):
-                return self._serve(exchange, entry, "HIT", now)
+                return self._serve(exchange, entry, "HIT", now, age)
             if directives.only_if_cached:
                 return self._gateway_timeout(exchange)
             staleness = entry.staleness(now)
@@ -221,16 +226,22 @@ class CacheStage:
     # --- serving stored responses ------------------------------------------------------------
 
     def _serve(
-        self, exchange: Exchange, entry: CacheEntry, status: str, now: float
+        self,
+        exchange: Exchange,
+        entry: CacheEntry,
+        status: str,
+        now: float,
+        current_age: float | None = None,
     ) -> web.Response:
         entry.hits += 1
-        age = int(entry.age(now))
-        ttl = int(entry.ttl(now))
+        exact_age = entry.age(now) if current_age is None else current_age
+        age = int(exact_age)
+        ttl = int(entry.effective_lifetime() - exact_age)
         exchange.cache_status = status
         exchange.cache_ttl = ttl
         exchange.cache_age = age
         self._metrics.cache_operation(status.lower())
-        headers = CIMultiDict(entry.headers)
+        headers = entry.header_map().copy()
         headers["Age"] = str(age)
         headers["Cache-Status"] = (
             f"OpenFlare; hit; ttl={ttl}"
@@ -259,7 +270,10 @@ class CacheStage:
                 return True
             wanted = entry.etag.removeprefix("W/")
             return any(tag.strip().removeprefix("W/") == wanted for tag in if_none_match.split(","))
-        since = http_date(headers.get("If-Modified-Since"))
+        since_text = headers.get("If-Modified-Since")
+        if since_text is None:
+            return False
+        since = http_date(since_text)
         modified = http_date(entry.last_modified)
         return since is not None and modified is not None and modified <= since
 
@@ -278,12 +292,18 @@ class CacheStage:
         settings: RuleSettings,
         directives: RequestDirectives,
     ) -> web.StreamResponse:
-        flight_key = primary if entry is None else primary + "\0" + entry.key
-        outcome, leader = await self._flights.join(
-            flight_key,
-            lambda: self._fetch(exchange, primary, entry, settings),
-            self._config.lock_timeout_ms / 1000,
-        )
+        if entry is None and self._recently_uncacheable(primary):
+            # hit-for-miss: the last answer for this URL was not storable, so concurrent
+            # requests would only queue behind each other; each fetches (and may still store)
+            outcome: Outcome | None = await self._fetch(exchange, primary, entry, settings)
+            leader = True
+        else:
+            flight_key = primary if entry is None else primary + "\0" + entry.key
+            outcome, leader = await self._flights.join(
+                flight_key,
+                lambda: self._fetch(exchange, primary, entry, settings),
+                self._config.lock_timeout_ms / 1000,
+            )
         if not leader:
             self._metrics.cache_collapsed.inc()
             shared = outcome.entry if isinstance(outcome, Stored) else None
@@ -294,6 +314,7 @@ class CacheStage:
             outcome = await self._fetch(exchange, primary, entry, settings, store=False)
         assert outcome is not None
         if isinstance(outcome, Stored):
+            self._uncacheable.pop(primary, None)
             status = (
                 outcome.outcome if entry is None or outcome.outcome == "REVALIDATED" else "EXPIRED"
             )
@@ -305,6 +326,8 @@ class CacheStage:
             exchange.cache_status = "ERROR"
             self._metrics.cache_operation("error")
             return self._client.failure_response(exchange, outcome.failure)
+        if outcome.reason != "collapsed-fallback":
+            self._remember_uncacheable(primary)
         upstream = outcome.upstream
         if (
             upstream.status in SERVER_ERRORS
@@ -319,6 +342,22 @@ class CacheStage:
             "Cache-Status", f"OpenFlare; fwd=miss; detail={outcome.reason}"
         )
         return await self._client.relay(exchange, upstream, outcome.prefix, outcome.complete)
+
+    def _recently_uncacheable(self, primary: str) -> bool:
+        until = self._uncacheable.get(primary)
+        if until is None:
+            return False
+        if until < time.monotonic():
+            del self._uncacheable[primary]
+            return False
+        return True
+
+    def _remember_uncacheable(self, primary: str) -> None:
+        memo = self._uncacheable
+        memo[primary] = time.monotonic() + HIT_FOR_MISS_SECONDS
+        memo.move_to_end(primary)
+        if len(memo) > HIT_FOR_MISS_MAX_KEYS:
+            memo.popitem(last=False)
 
     @staticmethod
     def _may_serve_stale_on_error(

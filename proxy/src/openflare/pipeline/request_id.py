@@ -6,7 +6,7 @@ resolved here, once, by the proxy's one resolver (see clientip.py), for every la
 
 from __future__ import annotations
 
-import os
+from random import getrandbits
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -26,12 +26,16 @@ def is_safe_request_id(value: str) -> bool:
     return 0 < len(value) <= MAX_ID_LENGTH and not value.strip(SAFE_ID_CHARS)
 
 
+_VERSION_4 = 0x4 << 76  # version nibble in bits 76-79
+_VARIANT_RFC = 0x2 << 62  # variant bits 62-63
+_CLEAR = ~((0xF << 76) | (0x3 << 62))
+
+
 def new_request_id() -> str:
-    """A random UUID v4 in canonical form (about 4x cheaper than `str(uuid.uuid4())`)."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    h = raw.hex()
+    """A random UUID v4 in canonical form. Request ids need uniqueness, not secrecy: the
+    process PRNG (seeded from the OS at start) avoids a syscall per request, and this is
+    several times cheaper than `str(uuid.uuid4())`."""
+    h = f"{(getrandbits(128) & _CLEAR) | _VERSION_4 | _VARIANT_RFC:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 

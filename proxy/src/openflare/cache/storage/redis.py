@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 ERROR_LOG_INTERVAL = 10.0
 SCAN_BATCH = 500
-META_FIELDS = tuple(f for f in CacheEntry.__dataclass_fields__ if f not in ("body", "hits", "size"))
+META_FIELDS = tuple(
+    f for f in CacheEntry.__dataclass_fields__ if f not in ("body", "hits", "size", "_header_map")
+)
 
 
 def encode_entry(entry: CacheEntry) -> bytes:
