@@ -58,6 +58,9 @@ class View:
     # the compiled set's own Match (bytes in, list of indices out), without the wrapper's
     # per-call str handling
     match: Callable[[bytes], list[int] | None] = field(default=lambda text: None)
+    # raw (untransformed) view text → set indices that hit: a pure function of the text, so
+    # repeated values (User-Agent, Accept, a popular path) skip transforms and the RE2 pass
+    memo: dict[str, frozenset[int]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -19,6 +19,8 @@ from openflare.waf.targets import Inspection, Value
 from openflare.waf.transforms import TRANSFORMS
 
 DETECTION_ACTIONS = ("block", "score")
+MEMO_MAX_TEXT = 1024  # longer view texts (bodies, big queries) are not remembered
+MEMO_MAX_ENTRIES = 4096  # per view; the memo is dropped whole when full (bounded, cheap)
 
 
 @dataclass(slots=True)
@@ -133,9 +135,19 @@ class Evaluation:
         view = self.ruleset.views[view_index]
         result: frozenset[int] = frozenset()
         if view.matcher is not None and self.transformed(view.targets, ()):
+            raw = self.text(view.targets, ())
+            memo = view.memo
+            remembered = memo.get(raw)
+            if remembered is not None:
+                self._hits[view_index] = remembered
+                return remembered
             matched = view.match(self.text(view.targets, view.chain).encode("utf-8"))
             if matched:
                 result = frozenset(matched)
+            if len(raw) <= MEMO_MAX_TEXT:
+                if len(memo) >= MEMO_MAX_ENTRIES:
+                    memo.clear()
+                memo[raw] = result
         self._hits[view_index] = result
         return result
 
