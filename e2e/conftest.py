@@ -81,7 +81,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _external_stack(target: str) -> Stack:
     values = {}
     for name in URL_VARS:
-        value = os.environ.get(name) or (COMPOSE_DEFAULTS.get(name) if target == "compose" else None)
+        default = COMPOSE_DEFAULTS.get(name) if target == "compose" else None
+        value = os.environ.get(name) or default
         if not value:
             raise pytest.UsageError(f"--target {target} needs ${name}")
         values[name] = value.rstrip("/")
@@ -101,13 +102,14 @@ def _external_stack(target: str) -> Stack:
 
 
 @pytest.fixture(scope="session")
-def target(pytestconfig: pytest.Config) -> str:
+def e2e_target(pytestconfig: pytest.Config) -> str:
     return pytestconfig.stash[TARGET_KEY]
 
 
 @pytest.fixture(scope="session")
-def stack(target: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(e2e_target: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The stack every test talks to (session-scoped: do not stop or reconfigure it)."""
+    target = e2e_target
     if target != "local":
         yield _external_stack(target)
         return
@@ -192,8 +194,11 @@ def origin_factory(stack: Stack, tmp_path: Path) -> Iterator[Callable[..., Origi
     """Start extra test origins for one test (local target only)."""
     started: list[OriginProcess] = []
 
-    def start(port: int | None = None) -> OriginProcess:
-        origin = OriginProcess(tmp_path, port=port, name=f"origin{len(started) + 1}")
+    def start(port: int | None = None, keep_alive_timeout: int | None = None) -> OriginProcess:
+        origin = OriginProcess(
+            tmp_path, port=port, name=f"origin{len(started) + 1}",
+            keep_alive_timeout=keep_alive_timeout,
+        )
         started.append(origin)
         try:
             origin.start_and_wait()

@@ -175,7 +175,9 @@ class ManagedProcess:
                 last = repr(exc)
             time.sleep(0.05)
         self.stop()
-        raise StartError(f"{self.name}: {url} not ready after {timeout}s ({last})\n" + self.output())
+        raise StartError(
+            f"{self.name}: {url} not ready after {timeout}s ({last})\n" + self.output()
+        )
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
@@ -200,12 +202,20 @@ class ManagedProcess:
 
 
 class OriginProcess(ManagedProcess):
-    def __init__(self, workdir: Path, port: int | None = None, name: str = "origin") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        name: str = "origin",
+        keep_alive_timeout: int | None = None,
+    ) -> None:
         self.port = port or free_port()
+        extra = [] if keep_alive_timeout is None else ["--keep-alive-timeout",
+                                                       str(keep_alive_timeout)]
         super().__init__(
             name=name,
             argv=[sys.executable, "-m", "openflare_testsite", "--host", "127.0.0.1",
-                  "--port", str(self.port)],
+                  "--port", str(self.port), *extra],
             workdir=workdir,
             env=clean_env(),
         )
