@@ -30,13 +30,13 @@ from harness import REPO_ROOT, Stack
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)"
-)
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
-    reason=f"no browser at {CHROMIUM} (Debian package chromium, scripts/apt-packages.txt)",
-)
+# `make test` installs both; a missing one is a failure, never a silent skip
+try:
+    from playwright import sync_api
+except ImportError as missing:  # pragma: no cover - an install problem, reported loudly
+    raise ImportError("playwright is not installed (requirements-dev.txt)") from missing
+if not Path(CHROMIUM).exists():  # pragma: no cover
+    raise RuntimeError(f"no browser at {CHROMIUM} (Debian package chromium, apt-packages.txt)")
 
 DOCS_SCREENSHOT = REPO_ROOT / "docs" / "images" / "admin-dashboard.png"
 UPDATE_DOCS_SCREENSHOT = os.environ.get("OPENFLARE_UPDATE_DASHBOARD_SCREENSHOT") == "1"

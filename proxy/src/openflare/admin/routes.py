@@ -8,6 +8,8 @@ from aiohttp import web
 
 from openflare.admin.auth import admin_auth_middleware, json_error
 from openflare.admin.cache_routes import add_cache_routes
+from openflare.admin.stats_routes import add_stats_routes
+from openflare.admin.ui_routes import add_ui_routes
 from openflare.config.reload import ConfigManager
 from openflare.deps import Deps
 from openflare.runtime import RuntimeHolder
@@ -25,8 +27,11 @@ def create_admin_app(holder: RuntimeHolder, deps: Deps, manager: ConfigManager) 
         )
 
     async def metrics(request: web.Request) -> web.Response:
-        response = web.Response(body=deps.metrics.render())
-        response.headers["Content-Type"] = deps.metrics.content_type
+        # OpenMetrics (with exemplars) when the scraper asks for it, as Prometheus does
+        body, content_type = deps.metrics.render(request.headers.get("Accept", ""))
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        response.headers["Vary"] = "Accept"
         return response
 
     async def config_status(request: web.Request) -> web.Response:
@@ -46,5 +51,7 @@ def create_admin_app(holder: RuntimeHolder, deps: Deps, manager: ConfigManager) 
     app.router.add_get("/admin/config", config_status)
     app.router.add_post("/admin/config/reload", config_reload)
     add_cache_routes(app, holder, deps)
+    add_stats_routes(app, holder, deps, manager)  # the dashboard's JSON (docs/13)
+    add_ui_routes(app)  # the dashboard itself: GET / and /ui/*
     app.router.add_route("*", "/admin/{tail:.*}", not_found)
     return app

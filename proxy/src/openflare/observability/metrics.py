@@ -1,15 +1,21 @@
 """Prometheus metrics. One registry per process, created once and kept across reloads.
 
 Label values come only from bounded sets: route ids, upstream names, rule ids, a fixed list of
-methods (anything else is `OTHER`), status classes (`2xx`), and fixed reason words. A raw path,
-host or client value is never a label. Children are bound once per label tuple and cached, so
-the hot path pays a dict lookup, not a label resolution.
+methods (anything else is `OTHER`), status classes (`2xx`) and codes (100-599, anything else is
+`other`), cache statuses (a fixed list, anything else `OTHER`), and fixed reason words. A raw
+path, host or client value is never a label. Children are bound once per label tuple and
+cached, so the hot path pays a dict lookup, not a label resolution.
+
+`/metrics` answers in the Prometheus text format, or in OpenMetrics when the scraper asks for
+it (`Accept: application/openmetrics-text`, which Prometheus sends): only OpenMetrics carries
+the exemplars (trace ids) that the latency histograms get while tracing is on.
 """
 
 from __future__ import annotations
 
 import platform
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -19,9 +25,17 @@ from prometheus_client import (
     Info,
     disable_created_metrics,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
+from prometheus_client.registry import Collector
 
 from openflare import __version__
+from openflare.observability.recent import RecentEvents
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from openflare.upstream.pool import UpstreamPool
 
 # `*_created` series double the series count for no operational value.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -30,6 +44,11 @@ KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 )
 STATUS_CLASSES = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+# what the cache stage writes to `Exchange.cache_status` (docs/03-cache.md)
+CACHE_STATUSES = frozenset(
+    {"HIT", "MISS", "STORE", "BYPASS", "STALE", "REVALIDATED", "EXPIRED", "ERROR"}
+)
+RELOAD_RESULTS = ("ok", "unchanged", "error")
 LATENCY_BUCKETS = (
     0.0005,
     0.001,
@@ -58,6 +77,77 @@ def status_class(status: int) -> str:
     return STATUS_CLASSES[index] if 0 < index < 6 else "other"
 
 
+def status_code(status: int) -> str:
+    return str(status) if 100 <= status <= 599 else "other"
+
+
+def cache_status_label(status: str) -> str:
+    return status if status in CACHE_STATUSES else "OTHER"
+
+
+def trace_exemplar(span: Span) -> dict[str, str] | None:
+    """The OpenMetrics exemplar labels for an observation made inside `span` (sampled only:
+    an exemplar must point at a trace that exists)."""
+    span_context = span.get_span_context()
+    if not span_context.trace_flags.sampled:
+        return None
+    return {"trace_id": f"{span_context.trace_id:032x}", "span_id": f"{span_context.span_id:016x}"}
+
+
+class CacheRequestCollector(Collector):
+    """`openflare_cache_requests_total{route, cache_status}` from plain per-route dicts of
+    ints: the access-log stage adds one with a dict update (no lock, no child object: the
+    event loop is the only writer, and the scrape runs on the same loop)."""
+
+    def __init__(self) -> None:
+        self.by_route: dict[str, dict[str, int]] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "openflare_cache_requests",
+            "Requests the cache stage answered or passed on, by route and cache status (HIT, "
+            "MISS, STORE, BYPASS, STALE, REVALIDATED, EXPIRED, ERROR).",
+            labels=("route", "cache_status"),
+        )
+        for route, counts in list(self.by_route.items()):
+            for cache_status, count in list(counts.items()):
+                family.add_metric((route, cache_status), count)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+class UpstreamPoolCollector(Collector):
+    """Connections of every upstream pool of the current runtime, read at scrape time."""
+
+    def __init__(self) -> None:
+        self.pools: Callable[[], Iterable[UpstreamPool]] = tuple
+
+    def collect(self) -> Iterator[Metric]:
+        connections = GaugeMetricFamily(
+            "openflare_upstream_connections",
+            "Connections of each upstream pool, by state (in_use: carrying a request, idle: "
+            "kept alive for reuse).",
+            labels=("upstream", "state"),
+        )
+        limit = GaugeMetricFamily(
+            "openflare_upstream_connections_limit",
+            "The most connections each upstream pool opens (upstreams[].max_idle_conns; "
+            "0 = no cap).",
+            labels=("upstream",),
+        )
+        for pool in self.pools():
+            connections.add_metric((pool.name, "in_use"), pool.connections_in_use())
+            connections.add_metric((pool.name, "idle"), pool.connections_idle())
+            limit.add_metric((pool.name,), pool.connection_limit())
+        yield connections
+        yield limit
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
 class Metrics:
     """Every metric family of the proxy, with cached children for the hot path."""
 
@@ -68,8 +158,8 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "openflare_requests_total",
-            "Requests answered, by route, method and status class.",
-            ("route", "method", "status_class"),
+            "Requests answered, by route, method, status class and status code.",
+            ("route", "method", "status_class", "code"),
             registry=r,
         )
         self.request_duration = Histogram(
@@ -171,6 +261,13 @@ class Metrics:
         self.cache_evictions = Counter(
             "openflare_cache_evictions_total", "Entries evicted to stay within limits.", registry=r
         )
+        self.cache_requests = CacheRequestCollector()
+        r.register(self.cache_requests)
+        self.cache_stale_served = Counter(
+            "openflare_cache_stale_served_total",
+            "Stale responses served (stale-while-revalidate, stale-if-error).",
+            registry=r,
+        )
         self.cache_collapsed = Counter(
             "openflare_cache_collapsed_requests_total",
             "Requests that waited for another request's origin fetch instead of making their own.",
@@ -182,30 +279,55 @@ class Metrics:
             ("result",),
             registry=r,
         )
+        for result in RELOAD_RESULTS:  # present at 0, so increase() sees the first failure
+            self.config_reloads.labels(result)
         self.config_info = Info(
             "openflare_config", "The loaded config bundle (hash of its files).", registry=r
         )
         self.build_info = Info("openflare_build", "Build information.", registry=r)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
+        self.tracing_exported = Counter(
+            "openflare_tracing_exported_spans_total",
+            "Spans handed to the OTLP exporter, by result (ok, error); 0 while tracing is off.",
+            ("result",),
+            registry=r,
+        )
+        for result in ("ok", "error"):
+            self.tracing_exported.labels(result)
+        self.upstream_pools = UpstreamPoolCollector()
+        r.register(self.upstream_pools)
         self._children: dict[tuple[Any, ...], Any] = {}
         self.cache_counts: dict[str, int] = {}  # the same counts, for /admin/cache/stats
+        # the last WAF blocks and rate-limit refusals, for the dashboard (/admin/stats/security)
+        self.recent_events = RecentEvents()
 
     def request_child(self, route: str, method: str, status: int) -> Any:
         method = method_label(method)
         key = ("req", route, method, status)
         child = self._children.get(key)
         if child is None:
-            child = self.requests.labels(route, method, status_class(status))
+            child = self.requests.labels(route, method, status_class(status), status_code(status))
             self._children[key] = child
         return child
 
-    def route_children(self, route: str) -> tuple[Any, Any]:
+    def route_children(self, route: str) -> tuple[Any, Any, dict[str, int]]:
+        """(latency histogram, response bytes counter, request counts by cache status); the
+        caller counts a cache status as `counts[cache_status_label(s)] += 1`."""
         key = ("route", route)
-        pair = self._children.get(key)
-        if pair is None:
-            pair = (self.request_duration.labels(route), self.response_bytes.labels(route))
-            self._children[key] = pair
-        return pair
+        children = self._children.get(key)
+        if children is None:
+            counts = self.cache_requests.by_route.setdefault(route, {})
+            children = (
+                self.request_duration.labels(route),
+                self.response_bytes.labels(route),
+                counts,
+            )
+            self._children[key] = children
+        return children
+
+    def export_result(self, result: str, spans: int) -> None:
+        """Called by the span exporter's thread after each batch."""
+        self.tracing_exported.labels(result).inc(spans)
 
     def upstream_error(self, upstream: str, kind: str) -> None:
         self.upstream_errors.labels(upstream, kind).inc()
@@ -246,10 +368,16 @@ class Metrics:
         key = ("cache", operation)
         self._cached(key, lambda: self.cache_operations.labels(operation)).inc()
         self.cache_counts[operation] = self.cache_counts.get(operation, 0) + 1
+        if operation == "stale":
+            self.cache_stale_served.inc()
 
     def stage_latency(self, stage: str) -> Any:
         """The histogram child for `stage`; call `.observe(seconds)` on it."""
         return self._cached(("stage", stage), lambda: self.stage_duration.labels(stage))
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition the scraper asked for (`Accept`), and its content type."""
+        if "application/openmetrics-text" not in accept:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type

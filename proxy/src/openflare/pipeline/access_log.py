@@ -1,19 +1,26 @@
-"""Stage 2 — access log and request metrics.
+"""Stage 2 — access log, request metrics and (when tracing is on) the request's SERVER span.
 
 Wraps everything after it. On the way out it sends the response if a later stage returned one
 without streaming it (so `bytes_sent` is exact), then writes one JSON line and updates the
-request counters. A client that leaves early is logged with `error: client_disconnected`."""
+request counters. A client that leaves early is logged with `error: client_disconnected`.
+
+With tracing on, `build` returns `TracedAccessLogStage` instead: it opens the SERVER span
+(continuing an incoming `traceparent`), makes it current for the stages after it, adds
+`trace_id` / `span_id` to the access line and the trace id as an exemplar to the latency
+histogram. With tracing off the plain stage runs and none of that code is reached."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
 from openflare.observability.logging import utc_timestamp
+from openflare.observability.metrics import CACHE_STATUSES, trace_exemplar
+from openflare.observability.tracing import span_ids, tracing_for
 from openflare.pipeline.base import Exchange, Handler
 
 if TYPE_CHECKING:
@@ -21,6 +28,12 @@ if TYPE_CHECKING:
     from openflare.deps import Deps
     from openflare.observability.logging import LogWriter
     from openflare.observability.metrics import Metrics
+    from openflare.observability.tracing import Tracing
+
+
+def sent_status(exchange: Exchange) -> int:
+    """When no response object came back: the status the client got, if headers went out."""
+    return exchange.response.status if exchange.response is not None else 500
 
 
 class AccessLogStage:
@@ -33,7 +46,7 @@ class AccessLogStage:
 
     async def __call__(self, exchange: Exchange, next: Handler) -> web.StreamResponse:
         metrics = self._metrics
-        metrics.in_flight_now += 1
+        metrics.in_flight_now += 1  # a plain int; the gauge reads it at scrape time
         status = 0
         try:
             response = await next(exchange)
@@ -48,47 +61,102 @@ class AccessLogStage:
             raise
         finally:
             metrics.in_flight_now -= 1
-            if not status:  # no response object came back: report what the client got
-                status = exchange.response.status if exchange.response is not None else 500
-            self._record(exchange, status)
+            self._record(exchange, status or sent_status(exchange))
 
-    def _record(self, exchange: Exchange, status: int) -> None:
+    def _record(
+        self,
+        exchange: Exchange,
+        status: int,
+        exemplar: dict[str, str] | None = None,
+        trace: tuple[str, str] | None = None,
+    ) -> None:
         duration = time.monotonic() - exchange.started
         route = exchange.route.id if exchange.route is not None else "none"
         metrics = self._metrics
         metrics.request_child(route, exchange.method, status).inc()
-        latency, sent = metrics.route_children(route)
-        latency.observe(duration)
+        latency, sent, by_cache_status = metrics.route_children(route)
+        latency.observe(duration, exemplar)
         sent.inc(exchange.bytes_sent)
+        cache_status = exchange.cache_status
+        if cache_status:
+            if cache_status not in CACHE_STATUSES:
+                cache_status = "OTHER"
+            by_cache_status[cache_status] = by_cache_status.get(cache_status, 0) + 1
+        if status >= 400 and (exchange.waf or exchange.ratelimit):
+            metrics.recent_events.note(exchange, status)  # WAF blocks, rate-limit refusals
         if not self._enabled:
             return
-        self._log.write_line(
-            orjson.dumps(
-                {
-                    "time": utc_timestamp(),
-                    "event": "access",
-                    "request_id": exchange.request_id,
-                    "client_ip": exchange.client_ip,
-                    "method": exchange.method,
-                    "host": exchange.host,
-                    # refused before normalization: the raw path, never the query (secrets)
-                    "path": exchange.path or exchange.request.raw_path.partition("?")[0][:2048],
-                    "status": status,
-                    "bytes_sent": exchange.bytes_sent,
-                    "duration_ms": round(duration * 1000, 3),
-                    "route": route,
-                    "upstream": exchange.route.upstream if exchange.route is not None else None,
-                    "upstream_status": exchange.upstream_status or None,
-                    "upstream_ms": exchange.upstream_ms if exchange.upstream_ms >= 0 else None,
-                    "cache": exchange.cache_status or None,
-                    "waf": exchange.waf or None,
-                    "ratelimit": exchange.ratelimit or None,
-                    "error": exchange.error or None,
-                }
+        line: dict[str, Any] = {
+            "time": utc_timestamp(),
+            "event": "access",
+            "request_id": exchange.request_id,
+            "client_ip": exchange.client_ip,
+            "method": exchange.method,
+            "host": exchange.host,
+            # refused before normalization: the raw path, never the query (secrets)
+            "path": exchange.path or exchange.request.raw_path.partition("?")[0][:2048],
+            "status": status,
+            "bytes_sent": exchange.bytes_sent,
+            "duration_ms": round(duration * 1000, 3),
+            "route": route,
+            "upstream": exchange.route.upstream if exchange.route is not None else None,
+            "upstream_status": exchange.upstream_status or None,
+            "upstream_ms": exchange.upstream_ms if exchange.upstream_ms >= 0 else None,
+            "cache": exchange.cache_status or None,
+            "waf": exchange.waf or None,
+            "ratelimit": exchange.ratelimit or None,
+            "error": exchange.error or None,
+        }
+        if trace is not None:
+            line["trace_id"], line["span_id"] = trace
+        self._log.write_line(orjson.dumps(line) + b"\n")
+
+
+class TracedAccessLogStage(AccessLogStage):
+    """The access-log stage with the request's SERVER span around everything after it."""
+
+    __slots__ = ("_tracing",)
+
+    def __init__(self, log: LogWriter, metrics: Metrics, enabled: bool, tracing: Tracing) -> None:
+        super().__init__(log, metrics, enabled)
+        self._tracing = tracing
+
+    async def __call__(self, exchange: Exchange, next: Handler) -> web.StreamResponse:
+        span, token = self._tracing.start_server_span(exchange)
+        exchange.span = span
+        metrics = self._metrics
+        metrics.in_flight_now += 1
+        status = 0
+        error: BaseException | None = None
+        try:
+            response = await next(exchange)
+            status = response.status
+            try:
+                await exchange.send(response)
+            except ConnectionResetError:
+                exchange.error = exchange.error or "client_disconnected"
+            return response
+        except BaseException as exc:  # recovery turns exceptions into 500s; this is the rest
+            error = exc
+            if isinstance(exc, asyncio.CancelledError):
+                exchange.error = exchange.error or "cancelled"
+            raise
+        finally:
+            metrics.in_flight_now -= 1
+            status = status or sent_status(exchange)
+            ids = span_ids(span)
+            self._record(
+                exchange,
+                status,
+                trace_exemplar(span) if ids is not None else None,
+                ids[:2] if ids is not None else None,
             )
-            + b"\n"
-        )
+            self._tracing.end_server_span(exchange, span, token, status, error)
 
 
 def build(bundle: ConfigBundle, deps: Deps) -> AccessLogStage:
-    return AccessLogStage(deps.log, deps.metrics, bundle.proxy.logging.access_log)
+    enabled = bundle.proxy.logging.access_log
+    tracing, _ = tracing_for(bundle.proxy.tracing, on_export=deps.metrics.export_result)
+    if tracing is None:
+        return AccessLogStage(deps.log, deps.metrics, enabled)
+    return TracedAccessLogStage(deps.log, deps.metrics, enabled, tracing)
