@@ -23,7 +23,7 @@ setup:
 apt-deps:
 	@bash scripts/apt-deps.sh
 
-run: setup apt-deps
+run: setup
 	@bash scripts/run-local.sh
 
 test: setup apt-deps lint typecheck unit e2e $(TEST_EXTRA)

@@ -22,7 +22,8 @@ trap stop INT TERM EXIT
 
 ready=""
 for _ in $(seq 1 150); do
-  if curl -fsS http://127.0.0.1:8081/readyz >/dev/null 2>&1; then ready=1; break; fi
+  if $PY -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+      http://127.0.0.1:8081/readyz >/dev/null 2>&1; then ready=1; break; fi
   if ! kill -0 "$proxy" 2>/dev/null || ! kill -0 "$origin" 2>/dev/null; then break; fi
   sleep 0.1
 done
