@@ -189,6 +189,47 @@ def proxy_factory(stack: Stack, tmp_path: Path) -> Iterator[ProxyFactory]:
         proxy.stop()
 
 
+@pytest.fixture(scope="module")
+def module_proxy_factory(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyFactory]:
+    """`proxy_factory` for a whole module (local target only): for modules whose many short
+    tests share one proxy configuration; the proxies stop after the module's last test."""
+    assert stack.origin is not None, "module_proxy_factory needs the local target"
+    workdir = tmp_path_factory.mktemp("module-proxies")
+    started: list[ProxyProcess] = []
+
+    def start(
+        overrides: dict[str, Any] | None = None, *, origin_url: str | None = None
+    ) -> ProxyProcess:
+        proxy = ProxyProcess(
+            workdir,
+            origin_url=origin_url or stack.origin_url,
+            token=secrets.token_hex(16),
+            overrides=overrides,
+            name=f"proxy{len(started) + 1}",
+        )
+        started.append(proxy)
+        try:
+            proxy.start_and_wait()
+        except StartError as exc:
+            pytest.fail(str(exc))
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def raw_origin() -> Iterator[Any]:
+    """A raw-bytes recording origin (testsite raw_origin.py) in a thread of this process."""
+    from openflare_testsite.raw_origin import RawOrigin
+
+    with RawOrigin().start_in_thread() as origin:
+        yield origin
+
+
 @pytest.fixture
 def origin_factory(stack: Stack, tmp_path: Path) -> Iterator[Callable[..., OriginProcess]]:
     """Start extra test origins for one test (local target only)."""
@@ -196,7 +237,9 @@ def origin_factory(stack: Stack, tmp_path: Path) -> Iterator[Callable[..., Origi
 
     def start(port: int | None = None, keep_alive_timeout: int | None = None) -> OriginProcess:
         origin = OriginProcess(
-            tmp_path, port=port, name=f"origin{len(started) + 1}",
+            tmp_path,
+            port=port,
+            name=f"origin{len(started) + 1}",
             keep_alive_timeout=keep_alive_timeout,
         )
         started.append(origin)

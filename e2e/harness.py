@@ -103,7 +103,12 @@ def proxy_config(
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in PROXY_ENV_OVERRIDES}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in PROXY_ENV_OVERRIDES
+        and not k.startswith(("OPENFLARE_WATCH", "OPENFLARE_K8S_", "OTEL_"))
+    }
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
@@ -133,7 +138,11 @@ class ManagedProcess:
     def start(self) -> None:
         with self.stdout_path.open("ab") as out, self.stderr_path.open("ab") as err:
             self.proc = subprocess.Popen(
-                self.argv, cwd=self.workdir, env=self.env, stdout=out, stderr=err,
+                self.argv,
+                cwd=self.workdir,
+                env=self.env,
+                stdout=out,
+                stderr=err,
                 stdin=subprocess.DEVNULL,
             )
 
@@ -210,12 +219,21 @@ class OriginProcess(ManagedProcess):
         keep_alive_timeout: int | None = None,
     ) -> None:
         self.port = port or free_port()
-        extra = [] if keep_alive_timeout is None else ["--keep-alive-timeout",
-                                                       str(keep_alive_timeout)]
+        extra = (
+            [] if keep_alive_timeout is None else ["--keep-alive-timeout", str(keep_alive_timeout)]
+        )
         super().__init__(
             name=name,
-            argv=[sys.executable, "-m", "openflare_testsite", "--host", "127.0.0.1",
-                  "--port", str(self.port), *extra],
+            argv=[
+                sys.executable,
+                "-m",
+                "openflare_testsite",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *extra,
+            ],
             workdir=workdir,
             env=clean_env(),
         )
@@ -244,7 +262,9 @@ class ProxyProcess(ManagedProcess):
         self.admin_port = free_port()
         self.token = token
         self.config = proxy_config(
-            listen_port=self.port, admin_port=self.admin_port, origin_url=origin_url,
+            listen_port=self.port,
+            admin_port=self.admin_port,
+            origin_url=origin_url,
             overrides=overrides,
         )
         workdir.mkdir(parents=True, exist_ok=True)
@@ -603,8 +623,7 @@ class Metrics:
         return [
             (sample_labels, value)
             for sample_name, sample_labels, value in self.samples
-            if sample_name == name
-            and all(sample_labels.get(k) == v for k, v in labels.items())
+            if sample_name == name and all(sample_labels.get(k) == v for k, v in labels.items())
         ]
 
     def value(self, name: str, **labels: str) -> float:

@@ -52,8 +52,7 @@ def test_metrics_families_and_labels(stack: Stack, client: httpx.Client) -> None
         return metrics.value(name, **labels) - before.value(name, **labels)
 
     assert delta("openflare_requests_total", route="api", method="GET", status_class="2xx") == 1
-    assert delta("openflare_requests_total", route="local", method="GET",
-                 status_class="4xx") == 1
+    assert delta("openflare_requests_total", route="local", method="GET", status_class="4xx") == 1
     assert delta("openflare_request_duration_seconds_count", route="api") == 1
     assert delta("openflare_request_duration_seconds_bucket", route="api", le="+Inf") == 1
     assert delta("openflare_upstream_duration_seconds_count", upstream="origin") == 2

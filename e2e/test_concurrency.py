@@ -60,8 +60,9 @@ async def _in_flight(admin: httpx.AsyncClient, url: str) -> float:
     return Metrics.parse((await admin.get(url)).text).value("openflare_in_flight_requests")
 
 
-async def _wait_in_flight(admin: httpx.AsyncClient, url: str, wanted: float,
-                          within: float) -> float:
+async def _wait_in_flight(
+    admin: httpx.AsyncClient, url: str, wanted: float, within: float
+) -> float:
     deadline = time.monotonic() + within
     value = await _in_flight(admin, url)
     while value != wanted and time.monotonic() < deadline:

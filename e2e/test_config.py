@@ -17,11 +17,15 @@ from harness import CONFIGS_DIR, TEST_CONFIG, clean_env
 ISSUE_RE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<path>\S+): (?P<reason>.+)$")
 
 
-def _run(*args: str, env: dict[str, str] | None = None,
-         timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def _run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "openflare", *args],
-        capture_output=True, text=True, timeout=timeout, env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or clean_env(),
         cwd=Path(__file__).parent,
     )
 
@@ -164,8 +168,9 @@ def test_unknown_key_in_rule_file_is_an_error(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stdout
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
-    assert re.fullmatch(rf"{re.escape(str(tmp_path / 'waf.yaml'))}:\d+: bogus_setting: unknown key",
-                        lines[0]), lines[0]
+    assert re.fullmatch(
+        rf"{re.escape(str(tmp_path / 'waf.yaml'))}:\d+: bogus_setting: unknown key", lines[0]
+    ), lines[0]
 
 
 def test_invalid_regex_in_rule_file_is_an_error(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ def test_safe_client_request_id_kept(client: httpx.Client, offered: str) -> None
 
 @pytest.mark.parametrize(
     "offered",
-    ["A" * 65, "has space", "semi;colon", "slash/es", "quote\"d", "a<b", "a,b", "a:b", "a@b"],
+    ["A" * 65, "has space", "semi;colon", "slash/es", 'quote"d', "a<b", "a,b", "a:b", "a@b"],
 )
 def test_unsafe_client_request_id_replaced(stack: Stack, offered: str) -> None:
     response = stack.raw_request("GET", "/debug/echo", [("X-Request-ID", offered)])
@@ -168,8 +168,14 @@ def test_end_to_end_headers_kept_in_order_with_duplicates(stack: Stack) -> None:
     response = stack.raw_request(
         "GET",
         "/debug/echo",
-        [("X-Multi", "one"), ("Accept", "text/plain"), ("X-Multi", "two"),
-         ("Authorization", "Bearer abc"), ("Cookie", "a=1; b=2"), ("User-Agent", "e2e/1")],
+        [
+            ("X-Multi", "one"),
+            ("Accept", "text/plain"),
+            ("X-Multi", "two"),
+            ("Authorization", "Bearer abc"),
+            ("Cookie", "a=1; b=2"),
+            ("User-Agent", "e2e/1"),
+        ],
     )
     seen = _origin_headers(response.json())
     assert _values(seen, "x-multi") == ["one", "two"]
@@ -186,7 +192,12 @@ def test_proxy_adds_no_client_headers_of_its_own(stack: Stack) -> None:
     response = stack.raw_request("GET", "/debug/echo")
     names = {name for name, _ in _origin_headers(response.json())}
     assert names == {
-        "host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via", "x-request-id",
+        "host",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "via",
+        "x-request-id",
     }
 
 
@@ -214,8 +225,16 @@ def test_hop_by_hop_request_headers_not_forwarded(stack: Stack) -> None:
     assert response.status == 200
     seen = _origin_headers(response.json())
     names = {name for name, _ in seen}
-    for dropped in ("x-secret", "x-other", "keep-alive", "te", "trailer", "upgrade",
-                    "proxy-authorization", "proxy-connection"):
+    for dropped in (
+        "x-secret",
+        "x-other",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-connection",
+    ):
         assert dropped not in names, f"{dropped} reached the origin: {seen}"
     assert all("x-secret" not in value.lower() for value in _values(seen, "connection"))
     assert _values(seen, "x-keep") == ["yes"]

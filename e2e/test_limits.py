@@ -150,9 +150,7 @@ def _body_chunks(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
 
 def test_chunked_body_growing_past_limit_is_413(stack: Stack) -> None:
     before = _rejected(stack, "forward", "body_too_large")
-    head = build_request(
-        "POST", "/upload", stack.host_header, [("Transfer-Encoding", "chunked")]
-    )
+    head = build_request("POST", "/upload", stack.host_header, [("Transfer-Encoding", "chunked")])
     with connect(stack.proxy_host, stack.proxy_port) as sock:
         response, sent = send_until_answered(sock, head, chunked(_body_chunks(4 * MAX_BODY)))
     _assert_edge_error(response, 413, "Content Too Large")

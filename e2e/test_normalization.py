@@ -86,8 +86,9 @@ def test_rejected_path_never_reaches_origin_in_any_form(stack: Stack) -> None:
         ("GET", "/debug/echo/abs?a=b#frag", "fragment in target"),
     ],
 )
-def test_non_origin_form_targets_rejected(stack: Stack, method: str, target: str,
-                                          reason: str) -> None:
+def test_non_origin_form_targets_rejected(
+    stack: Stack, method: str, target: str, reason: str
+) -> None:
     """The edge is not a forward proxy: absolute-form and CONNECT targets never make it
     fetch another authority, and a fragment (never sent by browsers) is refused."""
     stack.reset_hits()

@@ -690,7 +690,8 @@ def drive_traffic(proxy: ProxyProcess, stack: Stack) -> None:
         get(f"/path-test/rl-shadow/{u}")  # would_block
         # origin 5xx, an upstream that refuses connections, panics
         list(pool.map(lambda _: get("/error/503"), range(40)))
-        assert set(pool.map(lambda _: get("/dead/x").status_code, range(40))) == {502}
+        # (502 connect refused; on a loaded machine a connect can also time out: 504)
+        assert set(pool.map(lambda _: get("/dead/x").status_code, range(40))) <= {502, 504}
         assert {get("/__openflare/fault/raise").status_code for _ in range(5)} == {500}
         # refusals before routing
         assert get("/a%2Fb").status_code == 400

@@ -28,8 +28,9 @@ def _requests(stack: Stack, route: str) -> float:
         ("/staticfoo", "local"),
     ],
 )
-def test_longest_prefix_route_for_host(stack: Stack, client: httpx.Client, path: str,
-                                       route: str) -> None:
+def test_longest_prefix_route_for_host(
+    stack: Stack, client: httpx.Client, path: str, route: str
+) -> None:
     before = stack.metrics()
     stack.reset_hits()
     # a unique query keeps cacheable paths (/, /static/) from being answered by the cache
@@ -39,8 +40,9 @@ def test_longest_prefix_route_for_host(stack: Stack, client: httpx.Client, path:
     assert response.headers["x-origin-seq"].isdigit()
     assert stack.hits(path) == 1
     for name in ("api", "static", "local", "docs-host", "none"):
-        delta = (after.value("openflare_requests_total", route=name)
-                 - before.value("openflare_requests_total", route=name))
+        delta = after.value("openflare_requests_total", route=name) - before.value(
+            "openflare_requests_total", route=name
+        )
         assert delta == (1 if name == route else 0), f"route {name}: {delta}"
 
 
@@ -71,8 +73,7 @@ def test_unknown_host_is_404_with_request_id(stack: Stack, host: str) -> None:
     assert response.status_code == 404
     assert UUID4_RE.match(request_id)
     assert response.text == (
-        "404 Not Found (no route matches this host and path)\n"
-        f"request_id: {request_id}\n"
+        f"404 Not Found (no route matches this host and path)\nrequest_id: {request_id}\n"
     )
     assert "x-origin-seq" not in response.headers
     assert stack.hits("/debug/echo/unrouted") == 0

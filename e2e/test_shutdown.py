@@ -26,8 +26,12 @@ def _overrides(stack: Stack, *, delay_ms: int, grace_ms: int) -> dict[str, Any]:
     return {
         "server": {"shutdown_delay_ms": delay_ms, "graceful_shutdown_timeout_ms": grace_ms},
         "upstreams": [
-            {"name": "origin", "base_url": stack.origin_url, "connect_timeout_ms": 1000,
-             "response_header_timeout_ms": 20_000},
+            {
+                "name": "origin",
+                "base_url": stack.origin_url,
+                "connect_timeout_ms": 1000,
+                "response_header_timeout_ms": 20_000,
+            },
         ],
     }
 
@@ -79,7 +83,8 @@ def test_graceful_shutdown_drains_in_flight_request(
 
     # 1. readiness fails at once, while the process still serves
     _wait_for(
-        lambda: httpx.get(proxy.admin_url + "/readyz", timeout=1).status_code == 503, 1.0,
+        lambda: httpx.get(proxy.admin_url + "/readyz", timeout=1).status_code == 503,
+        1.0,
         "/readyz 503",
     )
     ready = httpx.get(proxy.admin_url + "/readyz", timeout=1)

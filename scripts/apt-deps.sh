@@ -3,7 +3,8 @@
 # machines are root); elsewhere it uses sudo when available, or says what to install.
 set -euo pipefail
 
-PACKAGES=(curl)
+# one Debian package per line in scripts/apt-packages.txt (comments with #)
+mapfile -t PACKAGES < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$(dirname "$0")/apt-packages.txt")
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -25,6 +25,6 @@ fi
 echo "bootstrap: creating .venv with $("$PYTHON" --version)"
 "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ./proxy -e ./testsite -r requirements-dev.txt
+.venv/bin/python -m pip install --quiet -e "./proxy[otel,k8s]" -e ./testsite -r requirements-dev.txt
 echo "$inputs_hash" > "$stamp"
 echo "bootstrap: done"

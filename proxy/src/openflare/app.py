@@ -3,13 +3,21 @@
 There is no router and no aiohttp middleware here on purpose: aiohttp freezes those at startup,
 while OpenFlare's pipeline is rebuilt on every reload. The handler reads the current runtime
 once and hands the request to its composed stage chain (runtime.py).
+
+Connection-level defences live here too, in `EdgeRequestHandler` (docs/05-threat-model.md):
+a cap on open connections (`server.max_connections`, a short 503 beyond it), a deadline for
+each request head (`server.header_timeout_ms`, slowloris), a deadline for a client that stops
+reading a response (`server.write_timeout_ms`), and cancellation of a request's handler when
+its client leaves, so nothing keeps an upstream connection for a client that is gone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, LineTooLong
@@ -20,6 +28,9 @@ from openflare.observability.metrics import Metrics
 from openflare.pipeline.base import SERVER_NAME, Exchange
 from openflare.runtime import RuntimeHolder
 
+if TYPE_CHECKING:
+    from openflare.config.models import ServerConfig
+
 # aiohttp's parser is the hard cap: nothing past it is ever buffered. The caps are fixed at
 # the largest values the config accepts (models.py), so a reload may raise any limit; the
 # limits stage enforces the configured values with 414/431 below them.
@@ -29,6 +40,24 @@ PARSER_MAX_HEADERS = 1000 + 32  # ServerConfig.max_header_count ≤ 1000
 
 
 FIRST_MESSAGE_RETAIN = 64 * 1024  # bytes kept to re-parse a first request with a rare method
+REFUSED_LINGER_SECONDS = 1.0  # an over-cap connection: time for the 503 to be read, then closed
+LINGER_SECONDS = 2.0
+
+
+def _edge_response(status: int, detail: str, extra: str = "") -> bytes:
+    """A complete response written straight to the transport (no request object exists)."""
+    phrase = HTTPStatus(status).phrase
+    body = f"{status} {phrase} ({detail})\n".encode()
+    head = (
+        f"HTTP/1.1 {status} {phrase}\r\nServer: {SERVER_NAME}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n"
+        f"{extra}Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+TOO_MANY_CONNECTIONS = _edge_response(503, "too many connections", "Retry-After: 1\r\n")
+HEAD_TIMEOUT = _edge_response(408, "request head not received in time")
 
 
 class MethodFallbackParser:
@@ -84,6 +113,112 @@ class EdgeRequestHandler(RequestHandler):
             )
 
         self._parser = MethodFallbackParser(self._parser, python_parser)  # type: ignore[assignment]
+        self._edge = manager if isinstance(manager, EdgeServer) else None
+        self._refused = False  # over server.max_connections: answered 503, never served
+        self._head_timeout = 0.0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._heads_seen = 0  # request heads parsed when the head timer was armed
+        self._head_bytes = 0  # bytes received since then
+        self._write_timeout = 0.0
+        self._write_timer: asyncio.TimerHandle | None = None
+        self.write_timed_out = False  # read by the forward stage for the access log
+
+    # --- connection cap --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        edge = self._edge
+        if edge is None:
+            super().connection_made(transport)
+            return
+        settings = edge.settings()
+        if 0 < settings.max_connections <= edge.open_connections():
+            self._refuse_connection(transport, edge)
+            return
+        self._head_timeout = settings.header_timeout_ms / 1000
+        self._write_timeout = settings.write_timeout_ms / 1000
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def _refuse_connection(self, transport: asyncio.BaseTransport, edge: EdgeServer) -> None:
+        self._refused = True
+        edge.metrics.reject("server", "max_connections")
+        transport = cast(asyncio.Transport, transport)  # uvloop's is no asyncio subclass
+        transport.write(TOO_MANY_CONNECTIONS)
+        if transport.can_write_eof():
+            transport.write_eof()  # FIN after the 503; whatever the client sends is discarded
+        self._loop.call_later(REFUSED_LINGER_SECONDS, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        super().data_received(data)
+        if self._edge is not None:
+            self._watch_head(len(data))
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        for timer in (self._head_timer, self._write_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._write_timer = None
+        if self._refused:
+            self.transport = None
+            return
+        super().connection_lost(exc)
+
+    # --- request head deadline (slowloris) -------------------------------------------------
+
+    def _arm_head_timer(self) -> None:
+        self._heads_seen = self._request_count
+        self._head_bytes = 0
+        self._head_timer = self._loop.call_later(self._head_timeout, self._head_timed_out)
+
+    def _watch_head(self, received: int) -> None:
+        """After each read: a head completed disarms the timer; the first bytes of the next
+        request on an idle keep-alive connection arm it again."""
+        if self._request_count != self._heads_seen:
+            self._heads_seen = self._request_count
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+        elif self._head_timer is not None:
+            self._head_bytes += received
+        elif received and self._waiter is not None and not self._waiter.done():
+            self._arm_head_timer()
+            self._head_bytes = received
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        transport = self.transport
+        if transport is None or self._request_count != self._heads_seen:
+            return
+        if self._edge is not None:
+            self._edge.metrics.reject("server", "header_timeout")
+        if self._head_bytes:
+            transport.write(HEAD_TIMEOUT)  # a client that sent nothing gets no answer at all
+        self.force_close()
+
+    # --- response write deadline (a client that does not read) -----------------------------
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timeout and self._write_timer is None:
+            self._write_timer = self._loop.call_later(self._write_timeout, self._write_stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_stalled(self) -> None:
+        self._write_timer = None
+        transport = self.transport
+        if transport is None:
+            return
+        self.write_timed_out = True
+        if self._edge is not None:
+            self._edge.metrics.reject("server", "write_timeout")
+        transport.abort()
 
     def handle_error(
         self,
@@ -119,9 +254,27 @@ class EdgeRequestHandler(RequestHandler):
 
 
 class EdgeServer(web.Server):
-    def __init__(self, handler: Any, metrics: Metrics, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        metrics: Metrics,
+        settings: Callable[[], ServerConfig] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(handler, **kwargs)
         self.metrics = metrics
+        self._settings = settings
+
+    def settings(self) -> ServerConfig:
+        """The `server` section in force now (connection limits follow reloads)."""
+        if self._settings is None:
+            from openflare.config.models import ServerConfig
+
+            return ServerConfig()
+        return self._settings()
+
+    def open_connections(self) -> int:
+        return len(self._connections)
 
     def __call__(self) -> RequestHandler:
         return EdgeRequestHandler(self, loop=self._loop, **self._kwargs)
@@ -141,6 +294,11 @@ def create_public_server(holder: RuntimeHolder, metrics: Metrics) -> EdgeServer:
     return EdgeServer(
         handle,
         metrics,
+        lambda: holder.runtime.bundle.proxy.server,
+        handler_cancellation=True,  # a client that leaves cancels its request (frees upstream)
+        # after an early answer (408, 413...) the unread rest of a body is drained this long
+        # so the client can read the answer before the close; aiohttp's default is 10 s
+        lingering_time=LINGER_SECONDS,
         max_line_size=PARSER_MAX_LINE,
         max_field_size=PARSER_MAX_FIELD,
         max_headers=PARSER_MAX_HEADERS,

@@ -4,6 +4,10 @@
 reload builds a complete new one (every rule compiled and validated) and `RuntimeHolder.swap`
 replaces it in one assignment. A request reads `holder.runtime` once and keeps that runtime for
 its whole life, so requests in flight during a reload finish on the config they started with.
+
+With tracing on (`tracing` section or `OTEL_*`), the stages that do real work (waf, ratelimit,
+cache) are composed inside a span each (observability/tracing.py `StageSpan`); with it off the
+chain is exactly the stage list, with no wrapper and no per-request tracing code.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 
 from openflare.config.loader import ConfigBundle
 from openflare.deps import Deps
+from openflare.observability.tracing import REGISTRY, Tracing, current_ids, tracing_for, wrap_stage
 from openflare.pipeline import (
     access_log,
     cache,
@@ -52,22 +57,41 @@ class Runtime:
     stage_objects: dict[str, Stage]
     debug_headers: bool
     loaded_at: float
+    tracing: Tracing | None = None
 
 
 def build_runtime(bundle: ConfigBundle, deps: Deps) -> Runtime:
+    tracing, settings = tracing_for(bundle.proxy.tracing, on_export=deps.metrics.export_result)
+    for problem in settings.ignored:
+        deps.log.event("warning", "tracing_env_ignored", problem=problem)
     stages: dict[str, Stage] = {}
     for name, factory in PIPELINE:
         stage = factory(bundle, deps)
         if stage is not None:
             stages[name] = stage
     names = [*stages, "forward"]
+    chain = list(stages.values())
+    if tracing is not None:
+        chain = [wrap_stage(name, stage, tracing) for name, stage in stages.items()]
+        deps.log.trace_ids = current_ids  # event lines (waf, panic...) carry the trace
+        if tracing is not REGISTRY.live:
+            deps.log.event(
+                "info",
+                "tracing",
+                endpoint=settings.endpoint,
+                service_name=settings.service_name,
+                sampler=settings.sampler,
+                sampler_arg=settings.sampler_arg,
+            )
+    deps.metrics.upstream_pools.pools = deps.upstreams.current
     return Runtime(
         bundle=bundle,
-        handler=compose(list(stages.values()), TERMINAL(bundle, deps)),
+        handler=compose(chain, TERMINAL(bundle, deps)),
         stages=tuple(names),
         stage_objects=stages,
         debug_headers=bundle.proxy.cache.debug_headers,
         loaded_at=time.time(),
+        tracing=tracing,
     )
 
 
@@ -78,7 +102,9 @@ class RuntimeHolder:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        REGISTRY.activate(runtime.tracing, None)
 
     def swap(self, runtime: Runtime) -> Runtime:
         previous, self.runtime = self.runtime, runtime
+        REGISTRY.activate(runtime.tracing, previous.tracing)
         return previous

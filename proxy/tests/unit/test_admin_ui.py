@@ -456,6 +456,7 @@ async def test_config_view_redacts_every_secret(admin: Admin) -> None:
         "proxy.cache.redis_url",
         "proxy.tracing.headers.Authorization",
         "proxy.upstreams[0].base_url",
+        "proxy.upstreams[0].targets[0]",  # base_url is also the first target
         "rate_limits.backend.redis.url",
     ]
     assert data["hash"] and data["loaded_at"] and data["version"]

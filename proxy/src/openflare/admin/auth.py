@@ -1,13 +1,27 @@
-"""Bearer-token check for `/admin/*`, in constant time."""
+"""Bearer-token check for `/admin/*`, in constant time, with failed attempts rate-limited.
+
+A client IP that sent `admin_api.auth_failure_limit` wrong tokens within
+`admin_api.auth_failure_window_ms` gets 429 with `Retry-After` on every `/admin/*` request
+until its window ends — a correct token too, or the lockout would tell a guesser when it
+guessed right. Requests with no `Authorization` at all are refused with 401 but not counted.
+The table of client IPs is bounded (`AuthFailures.MAX_CLIENTS`, oldest forgotten first).
+"""
 
 from __future__ import annotations
 
 import hmac
+import math
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from openflare.runtime import RuntimeHolder
+
+if TYPE_CHECKING:
+    from openflare.observability.logging import LogWriter
 
 ADMIN_PREFIX = "/admin/"
 
@@ -25,7 +39,47 @@ def token_matches(header: str | None, expected: str | None) -> bool:
     return hmac.compare_digest(offered.strip().encode(), expected.encode())
 
 
-def admin_auth_middleware(holder: RuntimeHolder) -> Callable[..., Awaitable[web.StreamResponse]]:
+class AuthFailures:
+    """Failed authentications per client IP in fixed windows; a bounded LRU table."""
+
+    MAX_CLIENTS = 10_000
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._clients: OrderedDict[str, tuple[float, int]] = OrderedDict()  # ip → (start, n)
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def retry_after(self, client: str, limit: int, window: float) -> int:
+        """Seconds until `client` may try again; 0 when it is not locked out."""
+        entry = self._clients.get(client)
+        if entry is None or limit <= 0:
+            return 0
+        start, failures = entry
+        remaining = start + window - self._clock()
+        if remaining <= 0:
+            del self._clients[client]
+            return 0
+        return math.ceil(remaining) if failures >= limit else 0
+
+    def failed(self, client: str, window: float) -> int:
+        """Count one failure; the client's failures in its current window."""
+        now = self._clock()
+        start, failures = self._clients.pop(client, (now, 0))
+        if start + window <= now:
+            start, failures = now, 0
+        self._clients[client] = (start, failures + 1)
+        while len(self._clients) > self.MAX_CLIENTS:
+            self._clients.popitem(last=False)
+        return failures + 1
+
+
+def admin_auth_middleware(
+    holder: RuntimeHolder, log: LogWriter | None = None
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    failures = AuthFailures()
+
     @web.middleware
     async def middleware(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -33,9 +87,30 @@ def admin_auth_middleware(holder: RuntimeHolder) -> Callable[..., Awaitable[web.
         if not request.path.startswith(ADMIN_PREFIX):
             return await handler(request)
         bundle = holder.runtime.bundle
-        if not bundle.proxy.admin_api.enabled:
+        admin = bundle.proxy.admin_api
+        if not admin.enabled:
             return json_error(404, "admin_api_disabled", "the admin API is disabled in config")
-        if not token_matches(request.headers.get("Authorization"), bundle.admin_token):
+        client = request.remote or "unknown"
+        window = admin.auth_failure_window_ms / 1000
+        wait = failures.retry_after(client, admin.auth_failure_limit, window)
+        if wait:
+            response = json_error(
+                429, "too_many_auth_failures", "too many failed authentications; retry later"
+            )
+            response.headers["Retry-After"] = str(wait)
+            return response
+        offered = request.headers.get("Authorization")
+        if not token_matches(offered, bundle.admin_token):
+            if offered is not None and admin.auth_failure_limit > 0:
+                count = failures.failed(client, window)
+                if count == admin.auth_failure_limit and log is not None:
+                    log.event(
+                        "warning",
+                        "admin_auth_locked",
+                        client_ip=client,
+                        failures=count,
+                        window_ms=admin.auth_failure_window_ms,
+                    )
             response = json_error(401, "unauthorized", "send Authorization: Bearer <admin token>")
             response.headers["WWW-Authenticate"] = 'Bearer realm="openflare-admin"'
             return response

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from openflare.admin.auth import admin_auth_middleware, json_error
 from openflare.admin.cache_routes import add_cache_routes
+from openflare.admin.runtime_view import runtime_view
 from openflare.admin.stats_routes import add_stats_routes
 from openflare.admin.ui_routes import add_ui_routes
 from openflare.config.reload import ConfigManager
@@ -35,7 +36,7 @@ def create_admin_app(holder: RuntimeHolder, deps: Deps, manager: ConfigManager) 
         return response
 
     async def config_status(request: web.Request) -> web.Response:
-        return web.json_response(manager.status())
+        return web.json_response({**manager.status(), "runtime": runtime_view(deps)})
 
     async def config_reload(request: web.Request) -> web.Response:
         outcome = await manager.reload("admin_api")
@@ -44,7 +45,7 @@ def create_admin_app(holder: RuntimeHolder, deps: Deps, manager: ConfigManager) 
     async def not_found(request: web.Request) -> web.Response:
         return json_error(404, "not_found", f"no admin endpoint {request.method} {request.path}")
 
-    app = web.Application(middlewares=[admin_auth_middleware(holder)])
+    app = web.Application(middlewares=[admin_auth_middleware(holder, deps.log)])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

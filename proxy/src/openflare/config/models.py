@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
@@ -40,8 +40,19 @@ class ServerConfig(StrictModel):
     read_timeout_ms: int = Field(
         30_000, gt=0, description="max wait for each chunk of a request body"
     )
-    write_timeout_ms: int = Field(30_000, gt=0, description="reserved; see docs/08-limitations.md")
+    write_timeout_ms: int = Field(
+        30_000, gt=0, description="a client not reading a response for this long is cut off"
+    )
     idle_timeout_ms: int = Field(60_000, gt=0, description="keep-alive idle timeout")
+    header_timeout_ms: int = Field(
+        10_000, gt=0, description="max time to receive a complete request head"
+    )
+    body_timeout_ms: int = Field(
+        300_000, ge=0, description="max time to receive a whole request body (0 = no limit)"
+    )
+    max_connections: int = Field(
+        10_000, ge=0, description="open client connections; beyond it 503 (0 = no cap)"
+    )
     max_header_bytes: int = Field(32_768, ge=1024, le=1_048_576)
     max_header_count: int = Field(100, ge=8, le=1000)
     max_uri_bytes: int = Field(8_192, ge=256, le=65_536)
@@ -58,26 +69,80 @@ class ServerConfig(StrictModel):
         return value
 
 
+def _valid_origin_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    if parts.query or parts.fragment:
+        raise ValueError("must not contain a query or fragment")
+    return value.rstrip("/")
+
+
+def _is_origin_url(value: object) -> bool:
+    try:
+        return isinstance(value, str) and bool(_valid_origin_url(value))
+    except ValueError:
+        return False
+
+
 class UpstreamConfig(StrictModel):
+    """One origin: `base_url` (a single target) or `targets` (several, balanced round-robin
+    with passive health checks); after validation both are set and `base_url == targets[0]`."""
+
     name: str = Field(pattern=NAME_PATTERN)
-    base_url: str
+    base_url: str = ""  # filled from targets[0] when only targets are given
+    targets: tuple[str, ...] = ()
     connect_timeout_ms: int = Field(2_000, gt=0)
     response_header_timeout_ms: int = Field(30_000, gt=0)
+    total_timeout_ms: int = Field(
+        0, ge=0, description="whole upstream exchange, body included (0 = no limit)"
+    )
     max_idle_conns: int = Field(1024, ge=0, description="cap on pooled connections (0 = no cap)")
     max_idle_conns_per_host: int = Field(512, ge=0)
     pass_host_header: bool = True
+    max_fails: int = Field(
+        3, ge=0, description="consecutive failures that eject a target (0 = never eject)"
+    )
+    fail_timeout_ms: int = Field(10_000, gt=0, description="how long an ejected target rests")
+    retries: int = Field(
+        1, ge=0, le=10, description="other targets tried for idempotent requests without a body"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_target_list(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        base, targets = data.get("base_url"), data.get("targets")
+        if targets is None or (isinstance(targets, list | tuple) and not targets):
+            if base is None:
+                raise ValueError("set base_url (one target) or targets (a list of URLs)")
+            # copied only when valid, so a bad base_url is reported once, under its own name
+            return {**data, "targets": [base]} if _is_origin_url(base) else data
+        if not isinstance(targets, list | tuple):
+            return data  # the field validator reports the type
+        if base is None:
+            return {**data, "base_url": targets[0]} if _is_origin_url(targets[0]) else data
+        first = targets[0]
+        both_text = isinstance(base, str) and isinstance(first, str)
+        if both_text and base.rstrip("/") != first.rstrip("/"):
+            raise ValueError("base_url must be targets[0] when both are set (set only one)")
+        return data
 
     @field_validator("base_url")
     @classmethod
     def _valid_base_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https"):
-            raise ValueError("must start with http:// or https://")
-        if not parts.hostname:
-            raise ValueError("has no host")
-        if parts.query or parts.fragment:
-            raise ValueError("must not contain a query or fragment")
-        return value.rstrip("/")
+        return _valid_origin_url(value)
+
+    @field_validator("targets")
+    @classmethod
+    def _valid_targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        urls = tuple(_valid_origin_url(url) for url in value)
+        if len(set(urls)) != len(urls):
+            raise ValueError("duplicate target")
+        return urls
 
 
 class RouteConfig(StrictModel):
@@ -160,12 +225,62 @@ class AdminApiConfig(StrictModel):
     auth_token: str | None = Field(
         None, description="prefer OPENFLARE_ADMIN_TOKEN / ADMIN_TOKEN in the environment"
     )
+    auth_failure_limit: int = Field(
+        10, ge=0, description="failed authentications per client IP and window, then 429"
+    )
+    auth_failure_window_ms: int = Field(60_000, gt=0)
 
 
 class LoggingConfig(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json"] = "json"
     access_log: bool = True
+
+
+class TracingConfig(StrictModel):
+    """OpenTelemetry traces, exported over OTLP/HTTP (protobuf) with batching. Off by default.
+
+    The standard `OTEL_*` environment variables override these keys (see
+    observability/tracing.py and docs/10-observability.md): `OTEL_TRACES_EXPORTER=otlp` or an
+    `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT` turns tracing on, `OTEL_SDK_DISABLED=true` or
+    `OTEL_TRACES_EXPORTER=none` turns it off.
+    """
+
+    enabled: bool = False
+    endpoint: str = Field(
+        "http://127.0.0.1:4318",
+        description="OTLP/HTTP collector base URL; /v1/traces is appended unless the path ends so",
+    )
+    service_name: str = Field("openflare", min_length=1)
+    sample_ratio: float = Field(
+        1.0, ge=0.0, le=1.0, description="share of new traces kept; a sampled parent always wins"
+    )
+    resource_attributes: dict[str, str] = Field(
+        default_factory=dict, description="extra resource attributes, e.g. deployment.environment"
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="headers sent with every export (collector auth)"
+    )
+    export_timeout_ms: int = Field(5_000, gt=0, description="one export request, retries included")
+    schedule_delay_ms: int = Field(1_000, gt=0, description="how often the batch is exported")
+    max_queue_size: int = Field(2_048, ge=1, description="spans kept while waiting; then dropped")
+    max_export_batch_size: int = Field(512, ge=1)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _valid_endpoint(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+    @field_validator("headers", "resource_attributes")
+    @classmethod
+    def _no_empty_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not key.strip():
+                raise ValueError("keys must not be empty")
+        return value
 
 
 class RuleFilesConfig(StrictModel):
@@ -190,6 +305,7 @@ class ProxyConfig(StrictModel):
     cache: CacheConfig = CacheConfig()
     admin_api: AdminApiConfig = AdminApiConfig()
     logging: LoggingConfig = LoggingConfig()
+    tracing: TracingConfig = TracingConfig()
     rule_files: RuleFilesConfig = RuleFilesConfig()
 
 

@@ -3,6 +3,11 @@
 The event loop only serialises a line (one `orjson.dumps`) and appends it to a deque; a daemon
 thread writes batches to stdout. If stdout stalls, the backlog is capped at `max_pending` lines
 and the overflow is counted and reported instead of growing memory without bound.
+
+While tracing is on, `trace_ids` is set (observability/tracing.py `current_ids`) and every event
+line written inside a request (`waf`, `panic`, ...) carries the `trace_id` and `span_id` of the
+span it was written in, next to its `request_id`; access lines get theirs from the access-log
+stage.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -41,6 +47,8 @@ class LogWriter:
         self._stopped = threading.Event()
         self.dropped = 0
         self.level = LEVELS[level]
+        # (trace_id, span_id) of the current span, or None; set only once tracing is turned on
+        self.trace_ids: Callable[[], tuple[str, str] | None] | None = None
         self._thread = threading.Thread(target=self._run, name="openflare-log", daemon=True)
         self._thread.start()
 
@@ -62,6 +70,10 @@ class LogWriter:
             return
         record = {"time": utc_timestamp(), "level": level, "event": event}
         record.update(fields)
+        if self.trace_ids is not None:
+            ids = self.trace_ids()
+            if ids is not None:
+                record["trace_id"], record["span_id"] = ids
         self.write(record)
 
     def _drain(self) -> None:

@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from openflare.observability.logging import utc_timestamp
-from openflare.observability.metrics import CACHE_STATUSES, trace_exemplar
+from openflare.observability.metrics import CACHE_STATUSES
 from openflare.observability.tracing import span_ids, tracing_for
 from openflare.pipeline.base import Exchange, Handler
 
@@ -57,7 +57,7 @@ class AccessLogStage:
                 exchange.error = exchange.error or "client_disconnected"
             return response
         except asyncio.CancelledError:
-            exchange.error = exchange.error or "cancelled"
+            exchange.error = exchange.error or cancelled_reason(exchange)
             raise
         finally:
             metrics.in_flight_now -= 1
@@ -139,19 +139,26 @@ class TracedAccessLogStage(AccessLogStage):
         except BaseException as exc:  # recovery turns exceptions into 500s; this is the rest
             error = exc
             if isinstance(exc, asyncio.CancelledError):
-                exchange.error = exchange.error or "cancelled"
+                exchange.error = exchange.error or cancelled_reason(exchange)
             raise
         finally:
             metrics.in_flight_now -= 1
             status = status or sent_status(exchange)
             ids = span_ids(span)
-            self._record(
-                exchange,
-                status,
-                trace_exemplar(span) if ids is not None else None,
-                ids[:2] if ids is not None else None,
-            )
+            if ids is None:
+                self._record(exchange, status)
+            else:
+                trace_id, span_id, sampled = ids
+                # an exemplar must point at a trace that exists: sampled ones only
+                exemplar = {"trace_id": trace_id, "span_id": span_id} if sampled else None
+                self._record(exchange, status, exemplar, (trace_id, span_id))
             self._tracing.end_server_span(exchange, span, token, status, error)
+
+
+def cancelled_reason(exchange: Exchange) -> str:
+    """Why a request was cancelled: its client left (app.py cancels the handler then), or the
+    process is shutting down."""
+    return "client_disconnected" if exchange.request.transport is None else "cancelled"
 
 
 def build(bundle: ConfigBundle, deps: Deps) -> AccessLogStage:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Protocol
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from openflare.config.loader import ConfigBundle
     from openflare.deps import Deps
     from openflare.routing import Route
@@ -64,6 +66,7 @@ class Exchange:
         "body_prefix",
         "cache_bypass",
         "continue_sent",
+        "span",
     )
 
     def __init__(self, request: web.BaseRequest, started: float, debug_headers: bool) -> None:
@@ -97,6 +100,7 @@ class Exchange:
         self.body_prefix = b""
         self.cache_bypass = False  # set by a WAF `bypass_cache` action
         self.continue_sent = False
+        self.span: Span | None = None  # the request's SERVER span, only while tracing is on
 
     async def send_continue(self) -> None:
         """Answer `Expect: 100-continue` once, when a stage is about to read the body."""

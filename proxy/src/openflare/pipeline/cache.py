@@ -108,6 +108,7 @@ class CacheStage:
         "_tag_headers",
         "_strip_tags",
         "_uncacheable",
+        "_lookup_latency",
     )
 
     def __init__(
@@ -130,6 +131,7 @@ class CacheStage:
         self._tag_headers = tuple(h.lower() for h in config.tag_headers)
         self._strip_tags = config.strip_tag_headers
         self._uncacheable: OrderedDict[str, float] = OrderedDict()  # primary → until (monotonic)
+        self._lookup_latency = metrics.stage_latency("cache_lookup")
 
     # --- entry point -------------------------------------------------------------------------
 
@@ -214,6 +216,7 @@ class CacheStage:
         return await next(exchange)
 
     async def _lookup(self, primary: str, exchange: Exchange) -> CacheEntry | None:
+        started = time.monotonic()
         try:
             vary = await self._store.get_vary(primary)
             if vary is None:
@@ -222,6 +225,8 @@ class CacheStage:
         except Exception:  # a store outage degrades to a miss, never a 5xx
             self._metrics.cache_operation("error")
             return None
+        finally:
+            self._lookup_latency.observe(time.monotonic() - started)
 
     # --- serving stored responses ------------------------------------------------------------
 

@@ -21,16 +21,23 @@ from aiohttp import web
 from yarl import URL
 
 from openflare.clientip import ClientIpResolver
+from openflare.observability.metrics import trace_exemplar
+from openflare.observability.tracing import tracing_for
 from openflare.pipeline.base import Exchange, plain_error
 from openflare.upstream.headers import client_response_headers, upstream_request_headers
 
 if TYPE_CHECKING:
     from openflare.config.loader import ConfigBundle
     from openflare.deps import Deps
+    from openflare.observability.logging import LogWriter
     from openflare.observability.metrics import Metrics
     from openflare.upstream.pool import UpstreamPool
+    from openflare.upstream.targets import Target
 
 NO_BODY_STATUSES = frozenset({204, 304})
+# RFC 9110 §9.2.2: may be sent again on another target when the first one failed before any
+# response (only without a request body, which has been consumed by then)
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 class RequestBodyError(Exception):
@@ -43,15 +50,30 @@ class RequestBodyError(Exception):
 class _BodyStream:
     """The client's request body as an async iterator, counted and timed as it streams."""
 
-    __slots__ = ("_content", "_prefix", "_limit", "_timeout", "error", "sent", "finished")
+    __slots__ = (
+        "_content",
+        "_prefix",
+        "_limit",
+        "_timeout",
+        "_deadline",
+        "error",
+        "sent",
+        "finished",
+    )
 
     def __init__(
-        self, content: aiohttp.StreamReader, prefix: bytes, limit: int, timeout: float
+        self,
+        content: aiohttp.StreamReader,
+        prefix: bytes,
+        limit: int,
+        timeout: float,
+        deadline: float | None = None,
     ) -> None:
         self._content = content
         self._prefix = prefix
         self._limit = limit
-        self._timeout = timeout
+        self._timeout = timeout  # per chunk (server.read_timeout_ms)
+        self._deadline = deadline  # whole body, monotonic (server.body_timeout_ms; slow POST)
         self.error: RequestBodyError | None = None
         self.sent = len(prefix)
         self.finished = asyncio.Event()  # set when the body ended, completely or not
@@ -68,11 +90,17 @@ class _BodyStream:
             yield self._prefix  # already read (and checked against the limit) by the WAF
         content = self._content
         while True:
+            wait = self._timeout
+            if self._deadline is not None:
+                wait = min(wait, self._deadline - time.monotonic())
             try:
-                async with asyncio.timeout(self._timeout):
+                if wait <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(wait):
                     chunk = await content.readany()
             except TimeoutError:
-                self.error = RequestBodyError(408, "body_read_timeout")
+                late = self._deadline is not None and time.monotonic() >= self._deadline - 0.001
+                self.error = RequestBodyError(408, "body_timeout" if late else "body_read_timeout")
                 raise self.error from None
             if not chunk:
                 return
@@ -102,6 +130,12 @@ CACHE_FETCH_DROPPED = frozenset(
         "x-original-url",
         "x-rewrite-url",
         "x-forwarded-scheme",
+        "forwarded",  # RFC 7239 host=/proto= from the client: the proxy rebuilds X-Forwarded-*
+        "x-host",
+        "x-original-host",
+        "x-forwarded-server",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
         "x-http-method-override",
         "x-http-method",
         "x-method-override",
@@ -119,7 +153,15 @@ class UpstreamClient:
     """Opens upstream exchanges and relays their responses; shared by the forward stage and
     the cache stage (which fetches on its own for storable requests)."""
 
-    __slots__ = ("_pools", "_resolver", "_metrics", "_max_body", "_read_timeout")
+    __slots__ = (
+        "_pools",
+        "_resolver",
+        "_metrics",
+        "_max_body",
+        "_read_timeout",
+        "_log",
+        "_body_timeout",
+    )
 
     def __init__(
         self,
@@ -128,12 +170,16 @@ class UpstreamClient:
         metrics: Metrics,
         max_body: int,
         read_timeout: float,
+        log: LogWriter | None = None,
+        body_timeout: float = 0.0,
     ) -> None:
         self._pools = pools
         self._resolver = resolver
         self._metrics = metrics
         self._max_body = max_body
         self._read_timeout = read_timeout
+        self._log = log
+        self._body_timeout = body_timeout
 
     async def open(
         self,
@@ -159,37 +205,69 @@ class UpstreamClient:
             headers = [(k, v) for k, v in headers if k.lower() not in CACHE_FETCH_DROPPED]
         if extra_headers:
             headers.extend(extra_headers)
-        target = pool.base_url + exchange.path + ("?" + exchange.query if exchange.query else "")
+        path = exchange.path + ("?" + exchange.query if exchange.query else "")
         body = (
-            _BodyStream(request.content, exchange.body_prefix, self._max_body, self._read_timeout)
+            _BodyStream(
+                request.content,
+                exchange.body_prefix,
+                self._max_body,
+                self._read_timeout,
+                exchange.started + self._body_timeout if self._body_timeout else None,
+            )
             if request.body_exists and not for_cache
             else None
         )
         if body is not None:
             await exchange.send_continue()  # every earlier stage accepted the request
+        targets = pool.targets
+        retryable = body is None and exchange.method in IDEMPOTENT_METHODS and len(targets) > 1
+        attempts = 1 + pool.retries if retryable else 1
+        tried: list[Target] = []
         started = time.monotonic()
-        sending = pool.session.request(
-            exchange.method,
-            URL(target, encoded=True),
-            headers=headers,
-            data=body.__aiter__() if body is not None else None,
-            allow_redirects=False,
-            compress=None,
-        )
-        try:
-            if body is None:
-                async with asyncio.timeout(pool.header_timeout):
-                    upstream = await sending
-            else:
-                upstream = await self._after_body(sending, body, pool.header_timeout)
-        except Exception as exc:
-            if body is not None and body.error is not None:
-                raise body.error from None
-            raise self._failure(pool, exc) from exc
+        while True:
+            target = targets.pick(tried)
+            assert target is not None, "fewer attempts than targets"
+            tried.append(target)
+            sending = pool.session.request(
+                exchange.method,
+                URL(target.url + path, encoded=True),
+                headers=headers,
+                data=body.__aiter__() if body is not None else None,
+                allow_redirects=False,
+                compress=None,
+            )
+            try:
+                if body is None:
+                    async with asyncio.timeout(pool.header_timeout):
+                        upstream = await sending
+                else:
+                    upstream = await self._after_body(sending, body, pool.header_timeout)
+            except Exception as exc:
+                if body is not None and body.error is not None:
+                    raise body.error from None
+                failure = self._failure(pool, exc)
+                if targets.failed(target) and self._log is not None:
+                    self._log.event(
+                        "warning", "upstream_target_ejected", upstream=pool.name, target=target.url
+                    )
+                # nothing reached the client yet; a time-to-first-byte timeout is not retried
+                # (the origin may still be working on it, and the 504 stays on time)
+                nothing_sent = failure.kind != "timeout" or isinstance(
+                    exc, aiohttp.ConnectionTimeoutError
+                )
+                if len(tried) < attempts and nothing_sent:
+                    continue
+                raise failure from exc
+            targets.succeeded(target)
+            break
         elapsed = time.monotonic() - started
         exchange.upstream_status = upstream.status
         exchange.upstream_ms = round(elapsed * 1000, 3)
-        self._metrics.upstream_latency(pool.name).observe(elapsed)
+        span = exchange.span
+        if span is None:
+            self._metrics.upstream_latency(pool.name).observe(elapsed)
+        else:
+            self._metrics.upstream_latency(pool.name).observe(elapsed, trace_exemplar(span))
         return upstream
 
     async def relay(
@@ -223,12 +301,26 @@ class UpstreamClient:
                         exchange.bytes_sent += len(chunk)
             await response.write_eof()
         except ConnectionResetError:
-            exchange.error = "client_disconnected"
+            # app.py cuts a client that stopped reading for server.write_timeout_ms
+            timed_out = getattr(exchange.request.protocol, "write_timed_out", False)
+            exchange.error = "client_write_timeout" if timed_out else "client_disconnected"
             upstream.close()  # the unread rest of the body makes the connection unusable
             return response
+        except asyncio.CancelledError:
+            # the client left (handler cancellation) or shutdown: free the upstream connection
+            timed_out = getattr(exchange.request.protocol, "write_timed_out", False)
+            exchange.error = exchange.error or (
+                "client_write_timeout" if timed_out else "client_disconnected"
+            )
+            upstream.close()
+            raise
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-            exchange.error = f"upstream_body_{type(exc).__name__}"
-            self._metrics.upstream_error(upstream_name(exchange), "reset")
+            if isinstance(exc, TimeoutError):  # upstreams[].total_timeout_ms ran out mid-body
+                exchange.error = "upstream_total_timeout"
+                self._metrics.upstream_error(upstream_name(exchange), "timeout")
+            else:
+                exchange.error = f"upstream_body_{type(exc).__name__}"
+                self._metrics.upstream_error(upstream_name(exchange), "reset")
             upstream.close()
             transport = exchange.request.transport
             if transport is not None:
@@ -308,12 +400,15 @@ class ForwardStage:
 
 def build_client(bundle: ConfigBundle, deps: Deps) -> UpstreamClient:
     security = bundle.proxy.security
+    tracing, _ = tracing_for(bundle.proxy.tracing, on_export=deps.metrics.export_result)
     return UpstreamClient(
-        deps.upstreams.refresh(bundle.proxy.upstreams),
+        deps.upstreams.refresh(bundle.proxy.upstreams, tracing),
         ClientIpResolver(security.trusted_proxies, trust_all=security.trust_x_forwarded_for),
         deps.metrics,
         security.max_request_body_bytes,
         bundle.proxy.server.read_timeout_ms / 1000,
+        deps.log,
+        bundle.proxy.server.body_timeout_ms / 1000,
     )
 
 

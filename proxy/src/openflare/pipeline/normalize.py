@@ -9,13 +9,22 @@ escapes and (when configured) encoded slashes or backslashes are refused with 40
 
 The query string is forwarded exactly as the client sent it; the cache keys on a canonical
 form of it (cache/key.py).
+
+Before the target, what the parser let through but RFC 9112 says a server must refuse (see
+`framing_problem`): a protocol version other than HTTP/1.x, `Transfer-Encoding` on HTTP/1.0 or
+naming any coding but `chunked`, and a `Host` that is repeated or not `host[:port]` — each
+answered with the connection closed, since the request's framing or authority cannot be
+trusted.
 """
 
 from __future__ import annotations
 
+import re
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from openflare.pipeline.base import Exchange, Handler, plain_error
 
@@ -27,6 +36,28 @@ if TYPE_CHECKING:
 
 UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 HEX = frozenset(b"0123456789abcdefABCDEF")
+# RFC 9110 §7.2 / RFC 3986 §3.2.2: IP-literal or reg-name (no userinfo, path, space...), port
+HOST_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::[0-9]{0,5})?")
+
+
+def framing_problem(version: tuple[int, int], headers: MultiMapping[str]) -> tuple[int, str] | None:
+    """(status, reason) for a request RFC 9112 says must not be processed, else None."""
+    if version[0] != 1:
+        # HTTP/0.9 (no version at all) is refused; 2.0 and later are not spoken on this port
+        return (505 if version[0] >= 2 else 400), "http_version"
+    codings = headers.getall("Transfer-Encoding", ())
+    if codings:
+        if version < (1, 1):
+            return 400, "transfer_encoding_http10"  # §6.1: framing faulty, close after
+        names = [name.strip().lower() for value in codings for name in value.split(",")]
+        if names != ["chunked"]:
+            return 501, "transfer_coding"  # §6.1: a coding the proxy would not decode
+    hosts = headers.getall("Host", ())
+    if len(hosts) > 1:
+        return 400, "duplicate_host"  # §3.2
+    if hosts and hosts[0] and not HOST_RE.fullmatch(hosts[0]):
+        return 400, "invalid_host"
+    return None
 
 
 class PathRejected(ValueError):
@@ -99,11 +130,22 @@ def normalize_path(raw: str, options: NormalizationConfig) -> str:
     if "\\" in raw and options.reject_backslash:
         raise PathRejected("backslash")
     path = _decode_escapes(raw, options.reject_encoded_slash) if "%" in raw else raw
+    if ";" in path and _dot_segment_with_parameter(path):
+        raise PathRejected("dot_segment_parameter")
     if options.merge_slashes and "//" in path:
         path = merge_slashes(path)
     if "/." in path:
         path = remove_dot_segments(path)
     return path
+
+
+def _dot_segment_with_parameter(path: str) -> bool:
+    """`/..;/admin` and `/.;x/`: not dot segments by RFC 3986, so they survive normalization,
+    but servlet containers strip the `;parameter` and then treat them as `..` — the origin would
+    serve another path than the one the WAF and the cache saw."""
+    return any(
+        segment.partition(";")[0] in (".", "..") for segment in path.split("/") if ";" in segment
+    )
 
 
 class NormalizeStage:
@@ -115,6 +157,11 @@ class NormalizeStage:
 
     async def __call__(self, exchange: Exchange, next: Handler) -> web.StreamResponse:
         request = exchange.request
+        problem = framing_problem(request.version, request.headers)
+        if problem is not None:
+            response = self._refuse(exchange, problem[1], problem[0])
+            response.force_close()
+            return response
         if not exchange.host and request.version >= (1, 1):
             return self._refuse(exchange, "missing_host")
         target = request.raw_path
@@ -124,16 +171,20 @@ class NormalizeStage:
         try:
             exchange.path = normalize_path(path, self._options)
         except PathRejected as exc:
-            return self._refuse(exchange, exc.reason)
+            refused = self._refuse(exchange, exc.reason)
+            if exc.reason == "not_origin_form":
+                refused.force_close()  # a forward-proxy client (CONNECT tunnels): no reuse
+            return refused
         if _has_control(query):
             return self._refuse(exchange, "control_character")
         exchange.query = query
         return await next(exchange)
 
-    def _refuse(self, exchange: Exchange, reason: str) -> web.Response:
+    def _refuse(self, exchange: Exchange, reason: str, status: int = 400) -> web.Response:
         self._metrics.reject("normalize", reason)
         exchange.error = reason
-        return plain_error(exchange, 400, f"Bad Request ({reason.replace('_', ' ')})")
+        phrase = HTTPStatus(status).phrase
+        return plain_error(exchange, status, f"{phrase} ({reason.replace('_', ' ')})")
 
 
 def build(bundle: ConfigBundle, deps: Deps) -> NormalizeStage:

@@ -6,30 +6,52 @@ headers the client did not send (`User-Agent`, `Accept`, `Accept-Encoding`, `Con
 no cookie jar shared between clients, no redirects followed, larger header limits than a
 client library's defaults. Connect timeout is enforced by the session; the time-to-first-byte
 timeout is applied around each request by the forward stage.
+
+With tracing on, a pool's session carries the OpenTelemetry aiohttp client instrumentation
+(a CLIENT span per upstream request, `traceparent` injected); with it off, no trace hooks at
+all. A pool is rebuilt when its config or the tracing it was built for changes.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import aiohttp
 
 from openflare.config.models import UpstreamConfig
+from openflare.upstream.targets import TargetSet
+
+if TYPE_CHECKING:
+    from openflare.observability.tracing import Tracing
 
 SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 MAX_RESPONSE_HEADER_FIELD = 65_536
 
 
 class UpstreamPool:
-    __slots__ = ("config", "name", "base_url", "session", "header_timeout", "pass_host_header")
+    __slots__ = (
+        "config",
+        "name",
+        "base_url",
+        "session",
+        "header_timeout",
+        "pass_host_header",
+        "tracing",
+        "targets",
+        "retries",
+    )
 
-    def __init__(self, config: UpstreamConfig) -> None:
+    def __init__(self, config: UpstreamConfig, tracing: Tracing | None = None) -> None:
         self.config = config
+        self.tracing = tracing
         self.name = config.name
         self.base_url = config.base_url
         self.header_timeout = config.response_header_timeout_ms / 1000
         self.pass_host_header = config.pass_host_header
+        self.targets = TargetSet(config)  # base_url is targets[0]; see upstream/targets.py
+        self.retries = config.retries
         connector = aiohttp.TCPConnector(
             limit=config.max_idle_conns,
             limit_per_host=config.max_idle_conns_per_host,
@@ -42,18 +64,33 @@ class UpstreamPool:
             skip_auto_headers=SKIP_AUTO_HEADERS,
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=config.connect_timeout_ms / 1000
+                # total bounds the whole exchange, body reads included (streams forever)
+                total=config.total_timeout_ms / 1000 or None,
+                sock_connect=config.connect_timeout_ms / 1000,
             ),
             max_field_size=MAX_RESPONSE_HEADER_FIELD,
             max_line_size=MAX_RESPONSE_HEADER_FIELD,
             raise_for_status=False,
+            trace_configs=[tracing.upstream_trace_config(config.name)] if tracing else None,
         )
 
     def connections_in_use(self) -> int:
+        """Connections carrying a request now (aiohttp keeps no public count of these)."""
         connector = self.session.connector
         if connector is None:
             return 0
-        return sum(len(conns) for conns in getattr(connector, "_acquired_per_host", {}).values())
+        return len(getattr(connector, "_acquired", ()))
+
+    def connections_idle(self) -> int:
+        """Open connections waiting in the pool for the next request."""
+        connector = self.session.connector
+        if connector is None:
+            return 0
+        return sum(len(conns) for conns in getattr(connector, "_conns", {}).values())
+
+    def connection_limit(self) -> int:
+        connector = self.session.connector
+        return connector.limit if connector is not None else 0
 
     async def close(self) -> None:
         await self.session.close()
@@ -69,17 +106,23 @@ class UpstreamPools:
         self._grace = close_grace_seconds
         self._closing: set[asyncio.Task[None]] = set()
 
-    def refresh(self, configs: Iterable[UpstreamConfig]) -> dict[str, UpstreamPool]:
+    def current(self) -> list[UpstreamPool]:
+        """The pools of the latest runtime (for the connection gauges)."""
+        return list(self._pools.values())
+
+    def refresh(
+        self, configs: Iterable[UpstreamConfig], tracing: Tracing | None = None
+    ) -> dict[str, UpstreamPool]:
         current: dict[str, UpstreamPool] = {}
         retired: list[UpstreamPool] = []
         for config in configs:
             existing = self._pools.get(config.name)
-            if existing is not None and existing.config == config:
+            if existing is not None and existing.config == config and existing.tracing is tracing:
                 current[config.name] = existing
             else:
                 if existing is not None:
                     retired.append(existing)
-                current[config.name] = UpstreamPool(config)
+                current[config.name] = UpstreamPool(config, tracing)
         retired.extend(p for name, p in self._pools.items() if name not in current)
         self._pools = current
         for pool in retired:
