@@ -624,4 +624,5 @@ def test_proxy_still_serves_after_the_abuse(edge: ProxyProcess) -> None:
     response = exchange(edge, b"GET /still HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n")
     assert response.status == 200
     assert response.body == b"raw-origin ok\n"
+    assert response.header("Server") == "openflare"  # the origin sent none: no library version
     assert os.path.exists(f"/proc/{edge.pid}")

@@ -20,7 +20,15 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, LineTooLong
+from aiohttp.http_exceptions import (
+    BadHttpMessage,
+    BadHttpMethod,
+    BadStatusLine,
+    InvalidHeader,
+    InvalidURLError,
+    LineTooLong,
+    PayloadEncodingError,
+)
 from aiohttp.http_parser import HttpRequestParserPy
 from aiohttp.web_protocol import RequestHandler
 
@@ -88,6 +96,27 @@ class MethodFallbackParser:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._active, name)
+
+
+def refusal_reason(exc: BadHttpMessage, status: int) -> str:
+    """A short fixed phrase for a parser refusal: never an echo of the client's bytes."""
+    if status == 414:
+        return "request line too long"
+    if status == 431:
+        return "request header fields too large"
+    if "Host" in str(exc):
+        return "missing or invalid Host header"
+    if isinstance(exc, BadHttpMethod):
+        return "invalid method"
+    if isinstance(exc, InvalidURLError):
+        return "invalid request target"
+    if isinstance(exc, BadStatusLine):
+        return "invalid request line"
+    if isinstance(exc, InvalidHeader):
+        return "invalid header field"
+    if isinstance(exc, PayloadEncodingError):
+        return "invalid body framing"
+    return "malformed request"
 
 
 class EdgeRequestHandler(RequestHandler):
@@ -240,7 +269,7 @@ class EdgeRequestHandler(RequestHandler):
             raise ConnectionError("response already started; cannot send a parser error")
         response = web.Response(
             status=status,
-            text=f"{status} {HTTPStatus(status).phrase}\n",
+            text=f"{status} {HTTPStatus(status).phrase}\n{refusal_reason(exc, status)}\n",
             headers={"Server": SERVER_NAME, "Cache-Control": "no-store"},
         )
         response.force_close()

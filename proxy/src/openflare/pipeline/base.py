@@ -139,6 +139,8 @@ class Exchange:
         """Stage 14: the headers every response carries, set just before they are sent."""
         headers = response.headers
         headers["X-Request-ID"] = self.request_id
+        if "Server" not in headers:  # else aiohttp adds its name and version
+            headers["Server"] = SERVER_NAME
         if self.extra_headers:
             for name, value in self.extra_headers:
                 headers[name] = value

@@ -127,6 +127,10 @@ def normalize_path(raw: str, options: NormalizationConfig) -> str:
         raise PathRejected("not_origin_form")
     if _has_control(raw):
         raise PathRejected("control_character")
+    if not raw.isascii():
+        # raw UTF-8 in a target (RFC 3986 wants it percent-encoded): llhttp refuses it, the
+        # Python parser used for rare methods does not; refused either way, never forwarded
+        raise PathRejected("non_ascii")
     if "\\" in raw and options.reject_backslash:
         raise PathRejected("backslash")
     path = _decode_escapes(raw, options.reject_encoded_slash) if "%" in raw else raw
@@ -177,6 +181,8 @@ class NormalizeStage:
             return refused
         if _has_control(query):
             return self._refuse(exchange, "control_character")
+        if not query.isascii():
+            return self._refuse(exchange, "non_ascii")
         exchange.query = query
         return await next(exchange)
 
