@@ -346,6 +346,16 @@ def openflare_config(
     config["server"]["admin_listen_addr"] = f"127.0.0.1:{admin_port}"
     config["upstreams"][0]["base_url"] = f"http://127.0.0.1:{origin_port}"
     config["cache"]["debug_headers"] = False  # the production default; Cache-Status tells HIT
+    # dev conveniences that trace every local request are off by default in production: a
+    # decision trace or Server-Timing on every benchmark request would measure the debugger
+    config.pop("explain", None)
+    routing = config.get("routing")
+    if isinstance(routing, dict):
+        for key in [k for k in routing if "server_timing" in k]:
+            del routing[key]
+        for route in routing.get("routes") or ():
+            if isinstance(route, dict):
+                route.pop("server_timing", None)
     rule_files: dict[str, str] = {}
     for key, value in (config.get("rule_files") or {}).items():
         if key in ("waf", "rate_limit"):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -159,14 +159,20 @@ ProxyFactory = Callable[..., ProxyProcess]
 @pytest.fixture
 def proxy_factory(stack: Stack, tmp_path: Path) -> Iterator[ProxyFactory]:
     """Start extra proxies for one test (local target only): `proxy_factory(overrides,
-    origin_url=...)` deep-merges `overrides` into the test config (lists are replaced) and
-    returns a started ProxyProcess; every proxy is stopped at the end of the test."""
+    origin_url=..., env=...)` deep-merges `overrides` into the test config (lists are replaced)
+    and returns a started ProxyProcess; every proxy is stopped at the end of the test. `env` is
+    applied over the proxy's cleaned environment (`harness.clean_env` plus a random
+    OPENFLARE_ADMIN_TOKEN); a value of None removes the variable (e.g. OPENFLARE_ADMIN_TOKEN,
+    which must not be set next to OPENFLARE_ADMIN_TOKEN_FILE)."""
     assert stack.origin is not None, "proxy_factory needs the local target"
     started: list[ProxyProcess] = []
     counter = 0
 
     def start(
-        overrides: dict[str, Any] | None = None, *, origin_url: str | None = None
+        overrides: dict[str, Any] | None = None,
+        *,
+        origin_url: str | None = None,
+        env: Mapping[str, str | None] | None = None,
     ) -> ProxyProcess:
         nonlocal counter
         counter += 1
@@ -177,6 +183,11 @@ def proxy_factory(stack: Stack, tmp_path: Path) -> Iterator[ProxyFactory]:
             overrides=overrides,
             name=f"proxy{counter}",
         )
+        for name, value in (env or {}).items():
+            if value is None:
+                proxy.env.pop(name, None)
+            else:
+                proxy.env[name] = value
         started.append(proxy)
         try:
             proxy.start_and_wait()

@@ -39,7 +39,10 @@ PROXY_ENV_OVERRIDES = (
     "OPENFLARE_CACHE_RULES",
     "OPENFLARE_RATE_LIMIT_RULES",
     "OPENFLARE_ADMIN_TOKEN",
+    "OPENFLARE_ADMIN_TOKEN_FILE",  # with OPENFLARE_ADMIN_TOKEN set too, a config error
     "ADMIN_TOKEN",
+    "OPENFLARE_REDIS_URL",
+    "OPENFLARE_REDIS_URL_FILE",  # likewise with OPENFLARE_REDIS_URL
 )
 
 UUID4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")

@@ -1,18 +1,26 @@
 """`openflare check-config` and start-up refusals: every problem reported as
-`file:line: key.path: reason`, exit code 2."""
+`file:line: key.path: reason`, exit code 2; and a rotated admin token file (a Secret volume
+updated the kubelet's way) applied by the watcher with no manual reload."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 import yaml
 
-from harness import CONFIGS_DIR, TEST_CONFIG, clean_env
+from harness import CONFIGS_DIR, TEST_CONFIG, ProxyProcess, clean_env
 
 ISSUE_RE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<path>\S+): (?P<reason>.+)$")
 
@@ -230,3 +238,84 @@ def test_cli_version() -> None:
     result = _run("version")
     assert result.returncode == 0
     assert re.fullmatch(r"openflare \d+\.\d+\.\d+\S*\n", result.stdout)
+
+
+# --------------------------------------------------------------------------------------------
+# a rotated Secret, applied by the watcher
+
+
+def kubelet_update(folder: Path, data: dict[str, str]) -> None:
+    """Write a Secret volume as the kubelet's AtomicWriter does: the files into a new
+    `..<timestamp>` folder, a `..data_tmp` symlink to it renamed over `..data`, the visible
+    names symlinks through `..data`, the previous folder removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data_link = folder / "..data"
+    old = os.readlink(data_link) if data_link.is_symlink() else None
+    new = time.strftime("..%Y_%m_%d_%H_%M_%S.", time.gmtime()) + str(time.monotonic_ns())
+    (folder / new).mkdir()
+    for key, value in data.items():
+        (folder / new / key).write_text(value)
+    os.symlink(new, folder / "..data_tmp")
+    os.rename(folder / "..data_tmp", data_link)  # the atomic swap
+    for key in data:
+        if not (folder / key).is_symlink():
+            os.symlink(os.path.join("..data", key), folder / key)
+    if old is not None:
+        shutil.rmtree(folder / old)
+
+
+@pytest.mark.local_only
+def test_rotated_admin_token_file_applies_without_a_manual_reload(
+    proxy_factory: Callable[..., ProxyProcess], tmp_path: Path
+) -> None:
+    """OPENFLARE_WATCH=dir with OPENFLARE_ADMIN_TOKEN_FILE on a Secret volume (as the Helm chart
+    runs it): after the kubelet's swap the proxy reloads by itself (source `secret_watch`), the
+    new token is accepted and the old one refused; nobody sent SIGHUP or POSTed a reload."""
+    volume = tmp_path / "secrets" / "admin-token"
+    old, new = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    kubelet_update(volume, {"token": old + "\n"})
+    token_file = str(volume / "token")
+    proxy = proxy_factory(
+        env={
+            "OPENFLARE_ADMIN_TOKEN": None,  # the file is the only token
+            "OPENFLARE_ADMIN_TOKEN_FILE": token_file,
+            "OPENFLARE_WATCH": "dir",
+            "OPENFLARE_WATCH_INTERVAL_MS": "100",
+            "OPENFLARE_WATCH_DEBOUNCE_MS": "100",
+        }
+    )
+    config_url = proxy.admin_url + "/admin/config"
+
+    def get_config(token: str) -> httpx.Response:
+        return httpx.get(config_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+    assert get_config(old).status_code == 200
+    started = proxy.wait_log(timeout=10, event="config_watch_started")  # its first look is taken
+    assert started["mode"] == "dir" and started["secrets"] == {
+        "OPENFLARE_ADMIN_TOKEN_FILE": token_file
+    }
+
+    kubelet_update(volume, {"token": new + "\n"})
+    update = proxy.wait_log(timeout=15, event="secret_watch_update")
+    assert update["variable"] == "OPENFLARE_ADMIN_TOKEN_FILE" and update["file"] == token_file
+    assert update["sha256"] == hashlib.sha256(new.encode()).hexdigest()[:12]  # the runbook's
+
+    # The watcher's reload follows that line. It answers `ok`, or `unchanged` when a file_watch
+    # reload read the new file just before (the harness writes the proxy's log next to its
+    # config, in a watched folder, so such reloads happen here; a pod logs to stdout).
+    deadline = time.monotonic() + 15
+    while True:
+        answer = get_config(new)  # 401 until applied; a refusal is not logged
+        history = []
+        if answer.status_code == 200:
+            history = [(item["source"], item["result"]) for item in answer.json()["history"]]
+        if any(source == "secret_watch" for source, _ in history):
+            break
+        assert time.monotonic() < deadline, (answer.status_code, history, proxy.output())
+        time.sleep(0.1)
+    assert {("secret_watch", "ok"), ("file_watch", "ok")} & set(history), history
+    assert not {"sighup", "admin_api"} & {source for source, _ in history}
+    assert get_config(old).status_code == 401
+    assert proxy.alive()
+    output = proxy.output(limit=10**7)
+    assert old not in output and new not in output  # the log names the variable, never the value

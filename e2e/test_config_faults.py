@@ -176,14 +176,15 @@ def test_bad_reload_keeps_the_old_config_and_says_why(
 def test_deleted_config_directory_does_not_crash(
     proxy_factory: Callable[..., ProxyProcess],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The rule files' folder and the main file disappear (a ConfigMap gone wrong): every
     reload fails cleanly — SIGHUP, the admin API and the directory watcher — and the proxy
     keeps serving the config it has; once the files are back, a reload applies."""
-    monkeypatch.setenv("OPENFLARE_WATCH", "dir")
-    monkeypatch.setenv("OPENFLARE_WATCH_INTERVAL_MS", "100")
-    monkeypatch.setenv("OPENFLARE_WATCH_DEBOUNCE_MS", "100")
+    watch = {
+        "OPENFLARE_WATCH": "dir",
+        "OPENFLARE_WATCH_INTERVAL_MS": "100",
+        "OPENFLARE_WATCH_DEBOUNCE_MS": "100",
+    }
     rules = tmp_path / "rules"
     rules.mkdir()
     for name in ("rules.waf.yaml", "cache-rules.yaml", "rate-limit.test.yaml"):
@@ -195,7 +196,8 @@ def test_deleted_config_directory_does_not_crash(
                 "cache": str(rules / "cache-rules.yaml"),
                 "rate_limit": str(rules / "rate-limit.test.yaml"),
             }
-        }
+        },
+        env=watch,
     )
     state = Running(proxy, rules)
     before = state.status()
@@ -204,7 +206,7 @@ def test_deleted_config_directory_does_not_crash(
     shutil.copytree(rules, backup)
     shutil.rmtree(rules)
     state.main.unlink()
-    time.sleep(0.5)  # the watcher notices
+    proxy.wait_log(10.0, event="config_watch_missing")  # the watcher noticed, and lives on
     assert _sighup(state)["result"] == "error"
     outcome = _post(state)
     assert outcome["result"] == "error"

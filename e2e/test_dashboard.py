@@ -2,10 +2,11 @@
 
 Against the session's stack: sign in with the admin token, watch the overview's numbers move
 after traffic, purge a URL from the cache page and see the next request miss, see a WAF block
-appear on the security page with its request id, reload from the configuration page; a wrong
-token is refused. Screenshots of every page are saved in pytest's tmp dir (the path is printed
-with `-rA`/`-s`); `OPENFLARE_UPDATE_DASHBOARD_SCREENSHOT=1` also rewrites
-docs/images/admin-dashboard.png (never otherwise, so a test run leaves the tree clean).
+appear on the security page with its request id, reload from the configuration page, explain
+a cached URL and a WAF block on the explain page; a wrong token is refused. Screenshots of
+every page are saved in pytest's tmp dir (the path is printed with `-rA`/`-s`);
+`OPENFLARE_UPDATE_DASHBOARD_SCREENSHOT=1` also rewrites docs/images/admin-dashboard.png
+(never otherwise, so a test run leaves the tree clean).
 
 Waits are generous (15 s) because the machines running the suite may be busy; nothing here
 asserts on how fast anything happens.
@@ -20,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -300,6 +302,43 @@ def test_explain_shows_only_when_the_endpoint_exists(dashboard: Dashboard, stack
     dashboard.page.goto(stack.admin_url + "/#/explain")
     dashboard.page.wait_for_selector("#page-explain" if exists else "#page-overview")
     assert dashboard.visible("#page-explain") == exists
+
+
+def test_explain_tab_explains_a_cached_url_and_a_waf_block(
+    dashboard: Dashboard, stack: Stack, screenshots: Path
+) -> None:
+    u = unique()
+    url = f"{stack.proxy_url}/cache/custom?u={u}&cc=max-age%3D60"
+    with stack.client() as client:
+        stored = client.get("/cache/custom", params={"u": u, "cc": "max-age=60"})
+        assert stored.headers["x-edge-cache"] == "STORE"
+    hits_before = stack.hits("/cache/custom")
+    signed_in(dashboard, stack)
+    dashboard.go("explain")
+    page = dashboard.page
+    page.select_option("#explain-method", "GET")
+    page.fill("#explain-url", url)
+    page.fill("#explain-headers", f"Host: {stack.host_header}\nAccept: application/json")
+    page.click("#explain-submit")
+    would = dashboard.wait_text(
+        "#explain-would", lambda t: "from the cache" in t, "no cache answer was explained"
+    )
+    assert would.startswith("Would answer 200 from the cache (HIT")
+    assert dashboard.text("#explain-route") == "local → origin"
+    assert u in dashboard.text("#explain-key")
+    cache_row = dashboard.text('#explain-stages tr[data-stage="cache"]')
+    assert "HIT" in cache_row and "fresh: lifetime 60s (max-age)" in cache_row
+    assert "no token spent" in dashboard.text('#explain-stages tr[data-stage="ratelimit"]')
+    dashboard.screenshot(screenshots / "explain-hit.png")
+    assert stack.hits("/cache/custom") == hits_before  # explaining reached no origin
+
+    page.fill("#explain-url", f"{stack.proxy_url}/debug/echo?q={quote(SQLI, safe='')}")
+    page.click("#explain-submit")
+    dashboard.wait_text("#explain-would", lambda t: "refuse with 403" in t, "no WAF refusal")
+    waf_row = dashboard.text('#explain-stages tr[data-stage="waf"]')
+    assert "block" in waf_row and "arg:q" in waf_row
+    assert dashboard.visible("#explain-stages") and not dashboard.visible("#explain-error")
+    dashboard.screenshot(screenshots / "explain-block.png")
 
 
 # --------------------------------------------------------------------------------------------

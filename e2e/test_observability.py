@@ -322,7 +322,9 @@ def test_span_trees_for_hit_miss_waf_block_and_429(
         assert [r.status_code for r in limited] == [200] * 10 + [429]
 
         # MISS that was stored: the origin fetch is the cache stage's own, so it nests there
-        root, children, spans = trace_of(receiver, "t-store", {"waf", "ratelimit", "cache", "GET"})
+        root, children, spans = trace_of(
+            receiver, "t-store", {"waf", "ratelimit", "cache", "GET", "cache.lookup", "cache.store"}
+        )
         assert root.kind == "SERVER" and root.name == "GET /*" and root.parent_span_id == ""
         assert root.attributes["http.request.method"] == "GET"
         assert root.attributes["http.route"] == "/*"
@@ -350,16 +352,36 @@ def test_span_trees_for_hit_miss_waf_block_and_429(
         assert children["ratelimit"].end_ns <= children["cache"].start_ns
         assert root.start_ns <= children["waf"].start_ns and children["cache"].end_ns <= root.end_ns
         assert root.resource["service.name"] == "openflare"
+        # the cache's own steps: lookup (nothing there), the fetch, then the store write
+        lookup, stored = (
+            next(s for s in spans if s.name == n) for n in ("cache.lookup", "cache.store")
+        )
+        assert lookup.parent_span_id == stored.parent_span_id == children["cache"].span_id
+        assert lookup.end_ns <= upstream.start_ns and upstream.end_ns <= stored.start_ns
+        assert lookup.attributes["openflare.cache.lookup.result"] == "absent"
+        assert stored.attributes["openflare.cache.store.decision"] == "stored"
+        assert stored.attributes["openflare.cache.store.reason"] == "max-age"
+        key_hash = lookup.attributes["openflare.cache.key_hash"]
+        assert stored.attributes["openflare.cache.key_hash"] == key_hash and len(key_hash) == 16
 
         # HIT: answered by the cache, no upstream call
-        root, children, spans = trace_of(receiver, "t-hit", {"waf", "ratelimit", "cache"})
+        root, children, spans = trace_of(
+            receiver, "t-hit", {"waf", "ratelimit", "cache", "cache.lookup"}
+        )
         assert children["cache"].attributes["openflare.cache.status"] == "HIT"
+        (lookup,) = (s for s in spans if s.name == "cache.lookup")
+        assert lookup.attributes["openflare.cache.lookup.result"] == "found"
+        assert lookup.attributes["openflare.cache.key_hash"] == key_hash
+        assert not [s for s in spans if s.name == "cache.store"]
         assert root.attributes["openflare.cache.status"] == "HIT"
         assert not [s for s in spans if s.kind == "CLIENT"]
 
         # MISS, not storable: streamed to the client that fetched it
-        root, children, spans = trace_of(receiver, "t-miss", {"cache", "GET"})
+        root, children, spans = trace_of(receiver, "t-miss", {"cache", "GET", "cache.store"})
         assert root.attributes["openflare.cache.status"] == "MISS"
+        (declined,) = (s for s in spans if s.name == "cache.store")
+        assert declined.attributes["openflare.cache.store.decision"] == "not-stored"
+        assert declined.attributes["openflare.cache.store.reason"] == "private"
         assert next(s for s in spans if s.kind == "CLIENT").parent_span_id == (
             children["cache"].span_id
         )

@@ -8,7 +8,8 @@
 #               WAF blocks, 429s, purges, reloads), then the cache memory soak; reports requests,
 #               errors, RSS and open fds; fails on RSS growth >= 10 % after warm-up, fd growth,
 #               errors, or cache bytes / RSS beyond their bounds. Also SOAK_WORKERS (8),
-#               SOAK_CACHE_MB (64), SOAK_CACHE_FILL_MULTIPLE (4), SOAK_OUT.
+#               SOAK_CACHE_MB (64), SOAK_CACHE_FILL_MULTIPLE (4), SOAK_OUT, SOAK_PHASES (1,2;
+#               `make soak SOAK_PHASES=2 SOAK_CACHE_MB=32` runs the cache memory phase alone).
 
 # Included before the Makefile's first target: keep `make` alone meaning what the Makefile says.
 _hardening_default_goal := $(.DEFAULT_GOAL)

@@ -67,8 +67,8 @@ chart-render: tools
 chart-scan: chart-render
 	$(TOOLS_BIN)/checkov --config-file charts/tests/checkov.yaml -d $(CHART_RENDERED)
 
-chart-test: tools setup
-	$(TOOLS_PY) -m pytest -q -p no:cacheprovider charts/tests
+chart-test: tools setup apt-deps
+	$(TOOLS_PY) -m pytest -q -p no:cacheprovider charts/tests --ignore=charts/tests/kind  # kind/: make kind-e2e
 
 compose-check: tools
 	$(TOOLS_BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml

@@ -21,6 +21,7 @@ Prints a Markdown summary and writes it, with the raw figures as JSON, under SOA
 last full run.
 
     python scripts/soak.py            SOAK_SECONDS=60 python scripts/soak.py   (a short run)
+    SOAK_PHASES=2 SOAK_CACHE_MB=32 python scripts/soak.py    (the cache memory phase alone)
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ SECONDS = float(os.environ.get("SOAK_SECONDS", "600"))
 WORKERS = int(os.environ.get("SOAK_WORKERS", "8"))
 CACHE_MB = int(os.environ.get("SOAK_CACHE_MB", "64"))
 FILL_MULTIPLE = float(os.environ.get("SOAK_CACHE_FILL_MULTIPLE", "4"))
+PHASES = frozenset(os.environ.get("SOAK_PHASES", "1,2").replace(" ", "").split(","))
 OUT = Path(os.environ.get("SOAK_OUT", str(Path(tempfile.gettempdir()) / "openflare-soak")))
 RSS_GROWTH_LIMIT = 0.10
 CACHE_RSS_FACTOR = 1.5
@@ -350,46 +352,60 @@ async def phase2(workdir: Path, origin: OriginProcess) -> dict[str, Any]:
     }
 
 
-def summary(one: dict[str, Any], two: dict[str, Any]) -> str:
-    rss, fds = one["rss_kib"], one["fds"]
+def summary(one: dict[str, Any] | None, two: dict[str, Any] | None) -> str:
+    head = [
+        f"Soak run {time.strftime('%Y-%m-%d')} ({platform.machine()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}):",
+    ]
     return "\n".join(
-        [
-            f"Soak run {time.strftime('%Y-%m-%d')} ({platform.machine()}, "
-            f"{os.cpu_count()} CPUs, Python {platform.python_version()}):",
-            "",
-            "| Phase 1: mixed traffic | |",
-            "|---|---|",
-            f"| duration, clients | {one['seconds']} s, {one['workers']} keep-alive clients |",
-            f"| requests served | {one['requests']} ({one['rps']}/s): "
-            + ", ".join(f"{k} {v}" for k, v in sorted(one["by_kind"].items()))
-            + " |",
-            "| statuses | "
-            + ", ".join(f"{k}: {v}" for k, v in sorted(one["by_status"].items()))
-            + " |",
-            f"| purges, reloads | {one['purges']}, "
-            + ", ".join(f"{k} {v}" for k, v in sorted(one["reloads"].items()))
-            + " |",
-            f"| errors | {one['errors']} |",
-            f"| RSS start / after warm-up / end | {rss['start'] // 1024} / "
-            f"{rss['after_warmup'] // 1024} / {rss['end'] // 1024} MiB "
-            f"({one['rss_growth_after_warmup']:+.1%} after warm-up; limit +10 %) |",
-            f"| open fds start / after warm-up / end | {fds['start']} / {fds['after_warmup']} / "
-            f"{fds['end']} |",
-            f"| result | {'pass' if one['pass'] else 'FAIL'} |",
-            "",
-            "| Phase 2: cache memory | |",
-            "|---|---|",
-            f"| cache.max_bytes | {two['max_bytes'] // 1048576} MiB |",
-            f"| bodies stored (1 KiB–2 MiB) | {two['filled_bytes'] // 1048576} MiB in "
-            f"{two['seconds']} s; {two['evictions']} evictions, "
-            f"{two['entries_end']} entries left |",
-            f"| accounted bytes, highest seen | {two['accounted_bytes_max']} "
-            f"(≤ {two['max_bytes']}) |",
-            f"| RSS growth | {two['rss_growth_bytes'] // 1048576} MiB = "
-            f"{two['rss_growth_over_max_bytes']} × max_bytes (limit 1.5 ×) |",
-            f"| result | {'pass' if two['pass'] else 'FAIL'} |",
-        ]
+        head + summary_one(one) + summary_two(two)  # each empty when its phase did not run
     )
+
+
+def summary_one(one: dict[str, Any] | None) -> list[str]:
+    if one is None:
+        return []
+    rss, fds = one["rss_kib"], one["fds"]
+    return [
+        "",
+        "| Phase 1: mixed traffic | |",
+        "|---|---|",
+        f"| duration, clients | {one['seconds']} s, {one['workers']} keep-alive clients |",
+        f"| requests served | {one['requests']} ({one['rps']}/s): "
+        + ", ".join(f"{k} {v}" for k, v in sorted(one["by_kind"].items()))
+        + " |",
+        "| statuses | "
+        + ", ".join(f"{k}: {v}" for k, v in sorted(one["by_status"].items()))
+        + " |",
+        f"| purges, reloads | {one['purges']}, "
+        + ", ".join(f"{k} {v}" for k, v in sorted(one["reloads"].items()))
+        + " |",
+        f"| errors | {one['errors']} |",
+        f"| RSS start / after warm-up / end | {rss['start'] // 1024} / "
+        f"{rss['after_warmup'] // 1024} / {rss['end'] // 1024} MiB "
+        f"({one['rss_growth_after_warmup']:+.1%} after warm-up; limit +10 %) |",
+        f"| open fds start / after warm-up / end | {fds['start']} / {fds['after_warmup']} / "
+        f"{fds['end']} |",
+        f"| result | {'pass' if one['pass'] else 'FAIL'} |",
+    ]
+
+
+def summary_two(two: dict[str, Any] | None) -> list[str]:
+    if two is None:
+        return []
+    return [
+        "",
+        "| Phase 2: cache memory | |",
+        "|---|---|",
+        f"| cache.max_bytes | {two['max_bytes'] // 1048576} MiB |",
+        f"| bodies stored (1 KiB–2 MiB) | {two['filled_bytes'] // 1048576} MiB in "
+        f"{two['seconds']} s; {two['evictions']} evictions, "
+        f"{two['entries_end']} entries left |",
+        f"| accounted bytes, highest seen | {two['accounted_bytes_max']} (≤ {two['max_bytes']}) |",
+        f"| RSS growth | {two['rss_growth_bytes'] // 1048576} MiB = "
+        f"{two['rss_growth_over_max_bytes']} × max_bytes (limit 1.5 ×) |",
+        f"| result | {'pass' if two['pass'] else 'FAIL'} |",
+    ]
 
 
 async def main() -> int:
@@ -397,18 +413,23 @@ async def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="openflare-soak-"))
     origin = OriginProcess(workdir)
     origin.start_and_wait()
+    one = two = None
     try:
-        print(f"soak: phase 1, {SECONDS:.0f} s of mixed traffic ({WORKERS} clients)", flush=True)
-        one = await phase1(workdir, origin)
-        print("soak: phase 2, cache memory", flush=True)
-        two = await phase2(workdir, origin)
+        if "1" in PHASES:
+            print(
+                f"soak: phase 1, {SECONDS:.0f} s of mixed traffic ({WORKERS} clients)", flush=True
+            )
+            one = await phase1(workdir, origin)
+        if "2" in PHASES:
+            print(f"soak: phase 2, cache memory ({CACHE_MB} MiB)", flush=True)
+            two = await phase2(workdir, origin)
     finally:
         origin.stop()
     text = summary(one, two)
     print(text)
     (OUT / "latest.md").write_text(text + "\n")
     (OUT / "latest.json").write_text(json.dumps({"phase1": one, "phase2": two}, indent=2))
-    return 0 if one["pass"] and two["pass"] else 1
+    return 0 if all(phase["pass"] for phase in (one, two) if phase is not None) else 1
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,9 @@ def test_compose_services_are_hardened_and_wired() -> None:
     prometheus = yaml.safe_load((REPO / "compose" / "prometheus" / "prometheus.yml").read_text())
     [job] = [j for j in prometheus["scrape_configs"] if j["job_name"] == "openflare"]
     assert job["static_configs"][0]["targets"] == ["proxy:8081"]
+    image, _, tag = services["grafana"]["image"].partition(":")
+    assert image == "grafana/grafana"
+    assert re.fullmatch(r"12\.\d+\.\d+", tag), f"pin Grafana to an exact 12.x tag, not {tag!r}"
     grafana = services["grafana"]["volumes"]
     assert "./dashboards:/var/lib/grafana/dashboards:ro" in grafana
     provider = yaml.safe_load(

@@ -34,6 +34,22 @@ def proxy_container(manifests: Manifests) -> dict[str, Any]:
     return container
 
 
+def secret_behind(manifests: Manifests, variable: str) -> tuple[str, str]:
+    """(Secret name, key) of the file the proxy's `variable` names: a key projected into a
+    read-only Secret volume mounted as a folder (never subPath) in the proxy container."""
+    spec = manifests.proxy_deployment()["spec"]["template"]["spec"]
+    container = proxy_container(manifests)
+    path = env_of(container)[variable]
+    assert isinstance(path, str) and path.startswith("/"), path
+    folder, _, file = path.rpartition("/")
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == folder]
+    assert mount["readOnly"] is True and "subPath" not in mount and "subPathExpr" not in mount
+    [volume] = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    [item] = [i for i in volume["secret"]["items"] if i["path"] == file]
+    assert volume["secret"]["defaultMode"] == 0o440  # group-readable: the pod's fsGroup
+    return volume["secret"]["secretName"], item["key"]
+
+
 # --- the default render ---------------------------------------------------------------------------
 
 
@@ -373,8 +389,12 @@ def test_admin_token_secret() -> None:
     token = base64.b64decode(secret["data"]["admin-token"]).decode()
     assert len(token) == 40 and token.isalnum()
     env = env_of(proxy_container(manifests))
-    ref = env["OPENFLARE_ADMIN_TOKEN"]["secretKeyRef"]
-    assert ref == {"name": secret["metadata"]["name"], "key": "admin-token"}
+    assert env["OPENFLARE_ADMIN_TOKEN_FILE"] == "/var/run/secrets/openflare/admin-token/token"
+    assert "OPENFLARE_ADMIN_TOKEN" not in env  # the proxy refuses both
+    assert secret_behind(manifests, "OPENFLARE_ADMIN_TOKEN_FILE") == (
+        secret["metadata"]["name"],
+        "admin-token",
+    )
     given = render({"adminToken.value": "a-long-enough-admin-token"}).one("Secret")
     assert base64.b64decode(given["data"]["admin-token"]) == b"a-long-enough-admin-token"
 
@@ -382,8 +402,47 @@ def test_admin_token_secret() -> None:
 def test_existing_admin_secret() -> None:
     manifests = render({"adminToken.existingSecret": "mine", "adminToken.existingSecretKey": "t"})
     assert not manifests.has("Secret")
-    ref = env_of(proxy_container(manifests))["OPENFLARE_ADMIN_TOKEN"]["secretKeyRef"]
-    assert ref == {"name": "mine", "key": "t"}
+    assert secret_behind(manifests, "OPENFLARE_ADMIN_TOKEN_FILE") == ("mine", "t")
+    assert "OPENFLARE_ADMIN_TOKEN" not in env_of(proxy_container(manifests))
+
+
+@pytest.mark.parametrize(
+    "manifests",
+    [
+        render(),
+        render({"reload.mode": "k8s", "adminToken.existingSecret": "mine"}),
+        render({"redis.enabled": True, "redis.existingSecret": "r", "reload.mode": "off"}),
+        all_on(),
+    ],
+    ids=["default", "k8s-existing-token", "redis-secret", "all-on"],
+)
+def test_secrets_reach_the_pods_as_files_never_as_environment(manifests: Manifests) -> None:
+    """checkov CKV_K8S_35 (no skip): no container of any pod takes a Secret into its
+    environment; the proxy gets paths (OPENFLARE_*_FILE) into read-only Secret folders."""
+    for name, spec in pod_specs(manifests):
+        for container in containers(spec):
+            for item in container.get("env", []):
+                assert "secretKeyRef" not in item.get("valueFrom", {}), (name, item["name"])
+            assert "envFrom" not in container, name
+    env = env_of(proxy_container(manifests))
+    assert not {"OPENFLARE_ADMIN_TOKEN", "ADMIN_TOKEN", "OPENFLARE_REDIS_URL"} & set(env)
+    secrets = {var: secret_behind(manifests, var) for var in env if var.endswith("_FILE")}
+    assert "OPENFLARE_ADMIN_TOKEN_FILE" in secrets
+    spec = manifests.proxy_deployment()["spec"]["template"]["spec"]
+    for init in spec.get("initContainers", []):  # the k8s mirror copies config, never secrets
+        assert {m["name"] for m in init["volumeMounts"]}.isdisjoint({"admin-token", "redis-url"})
+
+
+def test_only_the_charts_own_token_rolls_the_pods() -> None:
+    """An existingSecret is mounted by name and its content never reaches the pod template: a
+    rotation is the kubelet's file update plus a reload, never a rollout. A changed
+    adminToken.value (the chart's own Secret, through helm) rolls the pods by its checksum."""
+    existing = {"adminToken.existingSecret": "mine", "redis.existingSecret": "r"}
+    template = render({**existing, "redis.enabled": True}).proxy_deployment()["spec"]["template"]
+    assert "checksum/admin-token" not in template["metadata"]["annotations"]
+    own = [render({"adminToken.value": c * 20}).proxy_deployment() for c in "ab"]
+    annotations = [d["spec"]["template"]["metadata"]["annotations"] for d in own]
+    assert len({item["checksum/admin-token"] for item in annotations}) == 2
 
 
 def test_redis_url_goes_into_both_files() -> None:
@@ -394,6 +453,9 @@ def test_redis_url_goes_into_both_files() -> None:
     assert limits["backend"]["type"] == "redis"
     assert limits["backend"]["redis"]["url"] == "redis://redis.cache:6379/2"
     assert "OPENFLARE_REDIS_URL" not in env_of(proxy_container(manifests))
+    assert "OPENFLARE_REDIS_URL_FILE" not in env_of(proxy_container(manifests))
+    spec = manifests.proxy_deployment()["spec"]["template"]["spec"]
+    assert "redis-url" not in {v["name"] for v in spec["volumes"]}
 
 
 def test_redis_url_from_a_secret() -> None:
@@ -401,10 +463,14 @@ def test_redis_url_from_a_secret() -> None:
         {"redis.enabled": True, "redis.existingSecret": "r", "redis.rateLimit": False}
     )
     env = env_of(proxy_container(manifests))
-    assert env["OPENFLARE_REDIS_URL"] == {"secretKeyRef": {"name": "r", "key": "redis-url"}}
+    assert env["OPENFLARE_REDIS_URL_FILE"] == "/var/run/secrets/openflare/redis/url"
+    assert "OPENFLARE_REDIS_URL" not in env  # the proxy refuses both
+    assert secret_behind(manifests, "OPENFLARE_REDIS_URL_FILE") == ("r", "redis-url")
     limits = yaml.safe_load(manifests.configmap_data("rate-limit")["rate-limit.yaml"])
     assert limits["backend"]["type"] == "local"  # redis.rateLimit: false
-    assert manifests.proxy_config()["cache"]["redis_url"].endswith(".invalid:6379/0")
+    assert manifests.proxy_config()["cache"]["redis_url"] == (
+        "redis://redis-url-from-OPENFLARE_REDIS_URL_FILE.invalid:6379/0"
+    )
 
 
 def test_test_origin() -> None:
@@ -421,6 +487,37 @@ def test_test_origin() -> None:
     proxy_labels = manifests.proxy_deployment()["spec"]["template"]["metadata"]["labels"]
     assert not service["spec"]["selector"].items() <= proxy_labels.items()
     assert not manifests.one("Service", FULL)["spec"]["selector"].items() <= labels.items()
+
+
+def test_origin_upstream_with_targets_fails_clearly() -> None:
+    """origin.enabled sets the `origin` upstream's base_url; targets next to it would make the
+    proxy refuse the config (base_url must be targets[0]), so the chart refuses first."""
+    upstreams = [{"name": "origin", "targets": ["http://a:80", "http://b:80"]}]
+    error = render_error({"origin.enabled": True, "proxy.config.upstreams": upstreams})
+    assert "proxy.config.upstreams[origin]: origin.enabled sets its base_url to" in error
+    assert f"http://{FULL}-origin:8000" in error and "remove targets" in error
+    # without origin.enabled the user's targets are kept as they are
+    config = render({"proxy.config.upstreams": upstreams}).proxy_config()
+    assert config["upstreams"] == upstreams
+
+
+@pytest.mark.parametrize(
+    ("upstream", "refused"),
+    [
+        ({"name": "api", "base_url": "http://a:80", "targets": ["http://a:80/"]}, False),
+        ({"name": "api", "base_url": "http://b:80", "targets": ["http://a:80"]}, True),
+    ],
+)
+def test_base_url_must_be_the_first_target(upstream: dict[str, Any], refused: bool) -> None:
+    values = {"proxy.config.upstreams": [upstream]}
+    if not refused:
+        assert render(values).proxy_config()["upstreams"] == [upstream]
+        return
+    error = render_error(values)
+    assert (
+        "proxy.config.upstreams[api]: base_url (http://b:80) must equal targets[0] (http://a:80)"
+        " when both are set; set only one of them"
+    ) in error
 
 
 def test_dashboards_as_labelled_configmaps(chart_copy: Path) -> None:
@@ -496,4 +593,4 @@ def test_notes(mode: str, chart_copy: Path) -> None:
     assert f"Config reload: {mode}" in notes
     expected = {"dir": "the kubelet syncs", "k8s": "through the API", "off": "POST /admin"}
     assert expected[mode] in notes
-    assert "OPENFLARE_REDIS_URL" in notes
+    assert "OPENFLARE_REDIS_URL_FILE" in notes

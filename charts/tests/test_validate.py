@@ -4,12 +4,14 @@ against promtool, and values.schema.json against bad values."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import yaml
 from conftest import (
     ALL_ON,
     CHART,
+    HELM,
     MONITORING_APIS,
     REPO,
     TOOLS,
@@ -114,23 +117,53 @@ def openflare_python() -> str:
             )
             if probe.returncode == 0:
                 return str(candidate)
-    pytest.skip("openflare is not importable (run `make setup`)")
+    pytest.fail("openflare is not importable: run `make setup` (the chart tests need it)")
 
 
-def lay_out_volumes(manifests: Manifests, root: Path) -> None:
-    """Write each mounted ConfigMap where the pod sees it (a folder per ConfigMap)."""
+# Secrets the chart mounts but does not render (`existingSecret`), as a cluster would hold them.
+EXISTING_SECRETS = {"openflare-redis": {"url": "redis://redis.example:6379/0\n"}}
+
+
+def secret_data(
+    manifests: Manifests, name: str, existing: dict[str, dict[str, str]]
+) -> dict[str, str]:
+    if name in existing:
+        return existing[name]
+    data = manifests.one("Secret", name)["data"]
+    return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+
+def lay_out_volumes(
+    manifests: Manifests, root: Path, existing: dict[str, dict[str, str]] = EXISTING_SECRETS
+) -> None:
+    """Write each mounted ConfigMap and Secret where the pod sees it (a folder per volume; a
+    Secret's projected `items` under their paths)."""
     spec = manifests.proxy_deployment()["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in spec["volumes"]}
     for container in containers(spec):
         for mount in container["volumeMounts"]:
-            source = volumes[mount["name"]].get("configMap")
-            if source is None:
+            volume = volumes[mount["name"]]
+            if "configMap" in volume:
+                data = manifests.one("ConfigMap", volume["configMap"]["name"])["data"]
+            elif "secret" in volume:
+                items = volume["secret"]["items"]
+                found = secret_data(manifests, volume["secret"]["secretName"], existing)
+                data = {item["path"]: found[item["key"]] for item in items}
+            else:
                 continue
             folder = root / mount["mountPath"].lstrip("/")
             folder.mkdir(parents=True, exist_ok=True)
-            data = manifests.one("ConfigMap", source["name"])["data"]
             for key, value in data.items():
                 (folder / key).write_text(value)
+
+
+def pod_file_env(container: dict[str, Any], root: Path) -> dict[str, str]:
+    """The container's `*_FILE` variables (paths into its mounted Secrets), moved under root."""
+    return {
+        name: str(root / value.lstrip("/"))
+        for name, value in env_of(container).items()
+        if name.endswith("_FILE") and isinstance(value, str)
+    }
 
 
 @pytest.mark.parametrize("name", ["default", "all-on", "k8s-watch-origin", "off-single"])
@@ -147,7 +180,9 @@ def test_rendered_config_passes_check_config(name: str, tmp_path: Path) -> None:
     for init in spec.get("initContainers", []):  # the k8s mode's mirror, as the pod runs it
         command = [in_tmp(a) if a.startswith("/") else a for a in init["command"][1:]]
         subprocess.run([python, *command], check=True, capture_output=True)
-    env = {"OPENFLARE_ADMIN_TOKEN": "t" * 32, "PATH": os.environ.get("PATH", "")}
+    # the Secrets as the pod reads them: files named by OPENFLARE_*_FILE, no token in the env
+    env = {**pod_file_env(proxy, tmp_path), "PATH": os.environ.get("PATH", "")}
+    assert "OPENFLARE_ADMIN_TOKEN_FILE" in env
     config = in_tmp(proxy["args"][2])
     result = subprocess.run(
         [python, "-m", "openflare", "check-config", config],
@@ -161,6 +196,36 @@ def test_rendered_config_passes_check_config(name: str, tmp_path: Path) -> None:
     watch_env = env_of(proxy)
     if watch_env["OPENFLARE_WATCH"] == "k8s":
         assert config.startswith(in_tmp(watch_env["OPENFLARE_K8S_MIRROR_DIR"]) + "/")
+
+
+def test_redis_secret_reaches_the_proxy_under_the_name_it_reads(tmp_path: Path) -> None:
+    """redis.existingSecret: the Deployment mounts the Secret's key as a file and names it in
+    a variable, and the proxy's loader, given the pod's variables and files, uses the URL in
+    place of the rendered placeholder for the cache and the rate-limit backend."""
+    python = openflare_python()
+    manifests = render({"redis.enabled": True, "redis.existingSecret": "redis-conn"})
+    spec = manifests.proxy_deployment()["spec"]["template"]["spec"]
+    [proxy] = [c for c in spec["containers"] if c["name"] == "proxy"]
+    url = "redis://:from-the-secret@redis.example:6379/3"
+    lay_out_volumes(manifests, tmp_path, {"redis-conn": {"redis-url": url + "\n"}})
+    files = pod_file_env(proxy, tmp_path)
+    from_secret = [name for name, path in files.items() if Path(path).read_text() == url + "\n"]
+    assert from_secret == ["OPENFLARE_REDIS_URL_FILE"]
+    probe = (
+        "import sys; from openflare.config.loader import load_bundle; b = load_bundle(sys.argv[1]);"
+        " print(b.proxy.cache.store, b.proxy.cache.redis_url, b.rate_limits.backend.type,"
+        " b.rate_limits.backend.redis.url)"
+    )
+    env = {**files, "PATH": os.environ.get("PATH", "")}
+    result = subprocess.run(
+        [python, "-c", probe, str(tmp_path / proxy["args"][2].lstrip("/"))],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["redis", url, "redis", url]
 
 
 # --- alert rules ---------------------------------------------------------------------------------
@@ -178,10 +243,35 @@ def test_alert_rules_file() -> None:
                 assert metric.startswith("openflare_"), metric
 
 
+def test_alert_rules_have_one_source(tmp_path: Path) -> None:
+    """The chart's rules file is a symlink to dashboards/alerts (promtool-tested there), and
+    `helm package` puts those very bytes into the archive, without the rest of dashboards/."""
+    link = CHART / "files" / "prometheus-rules.yaml"
+    source = REPO / "dashboards" / "alerts" / "openflare-alerts.yaml"
+    assert link.is_symlink() and link.resolve() == source.resolve()
+    if not HELM.exists():
+        pytest.fail(f"{HELM} is missing: run scripts/install-tools.sh (make chart-test does)")
+    result = subprocess.run(
+        [str(HELM), "package", str(CHART), "-d", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    [archive] = tmp_path.glob("openflare-*.tgz")
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        member = tar.extractfile("openflare/files/prometheus-rules.yaml")
+        assert member is not None
+        assert member.read() == source.read_bytes()
+    assert not [name for name in names if name.startswith("openflare/dashboards/alerts/")]
+    assert not [name for name in names if name.endswith(".py")]
+
+
 def test_alert_rules_with_promtool(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (Debian package prometheus)")
+    assert promtool, "promtool missing: `make apt-deps` installs Debian's prometheus package"
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump({"groups": all_on().one("PrometheusRule")["spec"]["groups"]}))
     result = subprocess.run(

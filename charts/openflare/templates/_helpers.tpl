@@ -76,6 +76,16 @@ app.kubernetes.io/component: test-origin
 {{- default (include "openflare.suffixed" (dict "root" . "suffix" "admin")) .Values.adminToken.existingSecret -}}
 {{- end -}}
 
+{{/* Secrets as files: each Secret a read-only folder (never subPath, so the kubelet's atomic
+update of a rotated Secret reaches the pod), its one key projected under a fixed name. The proxy
+reads the files on every reload (OPENFLARE_ADMIN_TOKEN_FILE, OPENFLARE_REDIS_URL_FILE). ------ */}}
+{{- define "openflare.secretRoot" -}}/var/run/secrets/openflare{{- end -}}
+{{- define "openflare.adminTokenFile" -}}{{ include "openflare.secretRoot" . }}/admin-token/token{{- end -}}
+{{- define "openflare.redisUrlFile" -}}{{ include "openflare.secretRoot" . }}/redis/url{{- end -}}
+{{- define "openflare.redisFromSecret" -}}
+{{- if and .Values.redis.enabled .Values.redis.existingSecret -}}true{{- end -}}
+{{- end -}}
+
 {{/* Config layout: one ConfigMap per file, each mounted as a folder under /etc/openflare. ---- */}}
 {{- define "openflare.configRoot" -}}/etc/openflare{{- end -}}
 {{- define "openflare.mirrorRoot" -}}/tmp/openflare/config{{- end -}}
@@ -113,13 +123,13 @@ app.kubernetes.io/component: test-origin
 {{- end -}}
 {{- end -}}
 
-{{/* Placeholder the proxy replaces with $OPENFLARE_REDIS_URL (redis.existingSecret). */}}
+{{/* Placeholder the proxy replaces with the URL in $OPENFLARE_REDIS_URL_FILE (redis.existingSecret). */}}
 {{- define "openflare.redisUrl" -}}
 {{- if not (or .Values.redis.url .Values.redis.existingSecret) -}}
 {{- fail "redis.enabled needs redis.url (redis://host:6379/0) or redis.existingSecret (a Secret with the URL)" -}}
 {{- end -}}
 {{- if .Values.redis.existingSecret -}}
-redis://redis-url-from-env-OPENFLARE_REDIS_URL.invalid:6379/0
+redis://redis-url-from-OPENFLARE_REDIS_URL_FILE.invalid:6379/0
 {{- else -}}
 {{- .Values.redis.url -}}
 {{- end -}}
@@ -146,9 +156,21 @@ redis://redis-url-from-env-OPENFLARE_REDIS_URL.invalid:6379/0
 {{- $found := false -}}
 {{- range (default list (get $user "upstreams")) -}}
 {{- $upstream := deepCopy . -}}
-{{- if and $.Values.origin.enabled (eq (toString (get $upstream "name")) "origin") -}}
+{{- $name := toString (get $upstream "name") -}}
+{{- if and $.Values.origin.enabled (eq $name "origin") -}}
+{{- if get $upstream "targets" -}}
+{{- fail (printf "proxy.config.upstreams[origin]: origin.enabled sets its base_url to %s, so it cannot have targets too (the proxy needs base_url == targets[0]); remove targets, or rename the upstream" $originUrl) -}}
+{{- end -}}
 {{- $_ := set $upstream "base_url" $originUrl -}}
 {{- $found = true -}}
+{{- end -}}
+{{- /* the proxy refuses both set and different: say so at render time, not in a crash loop */ -}}
+{{- $targets := get $upstream "targets" -}}
+{{- $base := get $upstream "base_url" -}}
+{{- if and $base $targets (kindIs "slice" $targets) -}}
+{{- if ne (trimSuffix "/" (toString $base)) (trimSuffix "/" (toString (first $targets))) -}}
+{{- fail (printf "proxy.config.upstreams[%s]: base_url (%s) must equal targets[0] (%s) when both are set; set only one of them" $name (toString $base) (toString (first $targets))) -}}
+{{- end -}}
 {{- end -}}
 {{- $upstreams = append $upstreams $upstream -}}
 {{- end -}}

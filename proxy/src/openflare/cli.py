@@ -1,4 +1,4 @@
-"""`openflare run | check-config | version` (also `python -m openflare`)."""
+"""`openflare run | check-config | explain | version` (also `python -m openflare`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from openflare import __version__
+from openflare import __version__, explain_cli
 from openflare.config.loader import DEFAULT_CONFIG_PATH, ConfigBundle, ConfigError, load_bundle
 
 EXIT_CONFIG_ERROR = 2
@@ -24,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config bundle and exit")
     check.add_argument("file", nargs="?", default=None)
     commands.add_parser("version", help="print the version")
+    explain_cli.add_parser(commands)
     return parser
 
 
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "version":
         print(f"openflare {__version__}")
         return 0
+    if args.command == "explain":
+        return explain_cli.run(args)
     bundle = _load_or_report(args.file if args.command == "check-config" else args.config)
     if bundle is None:
         return EXIT_CONFIG_ERROR

@@ -6,16 +6,21 @@ runtime's stage factories. The cache store is rebuilt only when its own settings
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openflare.cache.singleflight import SingleFlight
 from openflare.cache.storage.base import CacheStore, create_store
 from openflare.config.models import CacheConfig
+from openflare.observability.decision_traces import TraceState
 from openflare.observability.health import Health
 from openflare.observability.logging import LogWriter
 from openflare.observability.metrics import Metrics
 from openflare.ratelimit.base import BackendHolder
 from openflare.upstream.pool import UpstreamPools
+
+if TYPE_CHECKING:
+    from openflare.config.loader import ConfigBundle
+    from openflare.pipeline.forward import UpstreamClient
 
 
 @dataclass
@@ -26,9 +31,12 @@ class Deps:
     health: Health = field(default_factory=Health)
     cache_flights: SingleFlight[Any] = field(default_factory=SingleFlight)
     ratelimit: BackendHolder = field(default_factory=BackendHolder)  # buckets outlive reloads
+    traces: TraceState = field(default_factory=TraceState)  # decision traces (pipeline/explain)
     _cache_store: CacheStore | None = None
     _cache_store_settings: tuple[object, ...] = ()
     _retired_stores: list[CacheStore] = field(default_factory=list)
+    # the upstream client of the runtime being built: the cache and forward stages share it
+    upstream_client: tuple[ConfigBundle, UpstreamClient] | None = None
 
     def cache_store(self, config: CacheConfig) -> CacheStore:
         settings = (

@@ -18,6 +18,7 @@ class Route:
     id: str
     upstream: str
     path_prefix: str = "/"
+    server_timing: bool = False  # add Server-Timing to this route's responses
 
 
 def _host_only(host: str) -> str:
@@ -40,7 +41,7 @@ class Router:
         wildcard: dict[str, list[Route]] = {}
         self._any: list[Route] = []
         for rc in config.routes:
-            route = Route(rc.id, rc.upstream, rc.path_prefix)
+            route = Route(rc.id, rc.upstream, rc.path_prefix, rc.server_timing)
             if rc.host is None:
                 self._any.append(route)
             elif rc.host.startswith("*."):
@@ -55,7 +56,11 @@ class Router:
         )
         self._any = _longest_prefix_first(self._any)
         self._default = (
-            Route(DEFAULT_ROUTE_ID, config.default_upstream)
+            Route(
+                DEFAULT_ROUTE_ID,
+                config.default_upstream,
+                server_timing=config.default_server_timing,
+            )
             if config.default_upstream is not None
             else None
         )

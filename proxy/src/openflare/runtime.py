@@ -21,6 +21,7 @@ from openflare.observability.tracing import REGISTRY, Tracing, current_ids, trac
 from openflare.pipeline import (
     access_log,
     cache,
+    explain,
     fault,
     forward,
     limits,
@@ -39,6 +40,7 @@ PIPELINE: tuple[tuple[str, StageFactory], ...] = (
     ("recovery", recovery.build),  # 3  exception → 500 with the request ID
     ("limits", limits.build),  # 4  414 / 431 / 413
     ("normalize", normalize.build),  # 5  canonical path, 400 on hostile encodings
+    ("explain", explain.build),  # decision trace / Server-Timing (off unless configured)
     ("waf", waf.build),  # 6  403 (enforce) or log (shadow)
     ("ratelimit", ratelimit.build),  # 7  429
     ("route", route.build),  # 8  host + longest prefix → upstream, 404

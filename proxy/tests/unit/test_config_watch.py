@@ -10,6 +10,7 @@ kubernetes_asyncio client against a fake API server that replays a recorded watc
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import io
 import json
@@ -38,6 +39,8 @@ from openflare.config.watch import (
     mirror_tree,
     parse_targets,
     read_namespace,
+    secret_files,
+    secret_fingerprint,
     source_folders,
     watch_config,
     write_folder,
@@ -150,12 +153,13 @@ class Stack:
 async def stack_factory() -> AsyncIterator[Callable[[Path], Awaitable[Stack]]]:
     made: list[Deps] = []
 
-    async def make(main_file: Path) -> Stack:
-        bundle = load_bundle(main_file, ENV)
+    async def make(main_file: Path, env: dict[str, str] | None = None) -> Stack:
+        env = ENV if env is None else env
+        bundle = load_bundle(main_file, env)
         deps = Deps(log=LogWriter(io.BytesIO()))
         made.append(deps)
         holder = RuntimeHolder(build_runtime(bundle, deps))
-        return Stack(ConfigManager(str(main_file), ENV, deps, holder), holder, deps)
+        return Stack(ConfigManager(str(main_file), env, deps, holder), holder, deps)
 
     yield make
     for deps in made:
@@ -803,3 +807,276 @@ async def test_deleted_configmap_keeps_the_files(
     await eventually(lambda: bool(log.named("config_watch_deleted")))
     assert (tmp_path / "mirror" / "waf" / "rules.waf.yaml").read_text() == "kept"
     await eventually(lambda: len(fake.of("watch")) == 2)  # and it goes on watching
+
+
+# --- the secret files (OPENFLARE_ADMIN_TOKEN_FILE, OPENFLARE_REDIS_URL_FILE) ----------------------
+#
+# A Secret volume is updated exactly like a ConfigMap volume, so KubeletVolume stands for it: the
+# chart mounts the token's Secret as a folder with one key, `token`, and points the variable at
+# the visible `token` symlink.
+
+OLD_TOKEN = "old-admin-token-" + "a" * 24
+NEW_TOKEN = "new-admin-token-" + "b" * 24
+OLD_REDIS = "redis://:old-password@redis-a.internal:6379/0"
+NEW_REDIS = "rediss://:new-password@redis-b.internal:6380/0"
+
+
+def runbook_fingerprint(value: str) -> str:
+    """07-runbook.md: `printf %s "$NEW" | sha256sum | cut -c1-12`."""
+    return hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Secrets:
+    token: KubeletVolume
+    redis: KubeletVolume
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "OPENFLARE_ADMIN_TOKEN_FILE": str(self.token.folder / "token"),
+            "OPENFLARE_REDIS_URL_FILE": str(self.redis.folder / "url"),
+        }
+
+
+@pytest.fixture
+def secret_volumes(tmp_path: Path) -> Secrets:
+    root = tmp_path / "var" / "run" / "secrets" / "openflare"
+    return Secrets(
+        KubeletVolume(root / "admin-token", {"token": OLD_TOKEN + "\n"}),
+        KubeletVolume(root / "redis", {"url": OLD_REDIS}),
+    )
+
+
+def secret_watcher(manager: Any, env: dict[str, str], log: RecordingLog) -> DirectoryWatcher:
+    return dir_watcher(manager, log, secrets=secret_files(env))
+
+
+def test_secret_fingerprint_is_the_runbooks_and_follows_the_swap(secret_volumes: Secrets) -> None:
+    path = Path(secret_volumes.env["OPENFLARE_ADMIN_TOKEN_FILE"])
+    assert path.is_symlink()  # token -> ..data/token -> ..<timestamp>/token
+    first = secret_fingerprint(path)
+    assert first is not None and first[:12] == runbook_fingerprint(OLD_TOKEN)
+    secret_volumes.token.update({"token": OLD_TOKEN})  # the same value without its newline
+    assert secret_fingerprint(path) == first
+    secret_volumes.token.update({"token": NEW_TOKEN})
+    assert secret_fingerprint(path) == hashlib.sha256(NEW_TOKEN.encode()).hexdigest()
+    assert secret_fingerprint(path.parent / "absent") is None
+    # the variables a reload reads, as the loader reads them (unset or empty: not watched)
+    env = {**secret_volumes.env, "OPENFLARE_REDIS_URL_FILE": "", "OPENFLARE_WATCH": "dir"}
+    assert secret_files(env) == {"OPENFLARE_ADMIN_TOKEN_FILE": path}
+
+
+async def test_rotated_token_secret_is_applied_by_the_watcher(
+    volumes: tuple[KubeletVolume, KubeletVolume],
+    secret_volumes: Secrets,
+    stack_factory: Callable[..., Awaitable[Stack]],
+    running: Callable[[Any], asyncio.Task[None]],
+) -> None:
+    config, _ = volumes
+    env = secret_volumes.env
+    stack = await stack_factory(config.folder / "proxy.yaml", env)
+    first = stack.hash
+    assert stack.holder.runtime.bundle.admin_token == OLD_TOKEN
+    log = RecordingLog()
+    watcher = secret_watcher(stack.manager, env, log)
+    running(watcher)
+    await eventually(lambda: watcher.looks >= 2)
+
+    secret_volumes.token.update({"token": NEW_TOKEN + "\n"})
+    await eventually(lambda: stack.holder.runtime.bundle.admin_token == NEW_TOKEN)
+    assert stack.results() == [("secret_watch", "ok")]
+    assert stack.hash == first  # the secrets are not part of the hash
+    assert log.named("secret_watch_update") == [
+        {
+            "variable": "OPENFLARE_ADMIN_TOKEN_FILE",
+            "file": env["OPENFLARE_ADMIN_TOKEN_FILE"],
+            "sha256": runbook_fingerprint(NEW_TOKEN),
+        }
+    ]
+    started = log.named("config_watch_started")[0]
+    assert started["mode"] == "dir" and started["secrets"] == env
+    text = repr(log.events)
+    assert OLD_TOKEN not in text and NEW_TOKEN not in text and "password" not in text
+
+    secret_volumes.redis.update({"url": NEW_REDIS})
+    await eventually(lambda: stack.holder.runtime.bundle.proxy.cache.redis_url == NEW_REDIS)
+    assert stack.results() == [("secret_watch", "ok"), ("secret_watch", "ok")]
+    assert [e["variable"] for e in log.named("secret_watch_update")] == [
+        "OPENFLARE_ADMIN_TOKEN_FILE",
+        "OPENFLARE_REDIS_URL_FILE",
+    ]
+    assert "password" not in repr(log.events)
+
+
+async def test_rejected_secret_keeps_the_running_token_and_the_next_change_applies(
+    volumes: tuple[KubeletVolume, KubeletVolume],
+    secret_volumes: Secrets,
+    stack_factory: Callable[..., Awaitable[Stack]],
+    running: Callable[[Any], asyncio.Task[None]],
+) -> None:
+    config, _ = volumes
+    env = {"OPENFLARE_ADMIN_TOKEN_FILE": secret_volumes.env["OPENFLARE_ADMIN_TOKEN_FILE"]}
+    stack = await stack_factory(config.folder / "proxy.yaml", env)
+    watcher = secret_watcher(stack.manager, env, RecordingLog())
+    running(watcher)
+    await eventually(lambda: watcher.looks >= 2)
+
+    secret_volumes.token.update({"token": ""})  # an empty value, e.g. a half-done rotation
+    await eventually(lambda: stack.results() == [("secret_watch", "error")])
+    assert stack.holder.runtime.bundle.admin_token == OLD_TOKEN  # still guarded by the old one
+    errors = stack.manager.status()["last_error"]["errors"]
+    assert any("OPENFLARE_ADMIN_TOKEN_FILE" in e and "empty" in e for e in errors), errors
+    secret_volumes.token.update({"token": "short"})  # refused outside dev_mode
+    await eventually(lambda: len(stack.results()) == 2)
+    assert stack.results()[-1] == ("secret_watch", "error")
+    assert stack.holder.runtime.bundle.admin_token == OLD_TOKEN
+
+    secret_volumes.token.update({"token": NEW_TOKEN})  # the fix is a change: reloaded again
+    await eventually(lambda: stack.holder.runtime.bundle.admin_token == NEW_TOKEN)
+    assert stack.results()[-1] == ("secret_watch", "ok") and watcher.reloads == 3
+
+
+async def test_unchanged_secret_or_config_change_does_not_say_secret_watch(
+    volumes: tuple[KubeletVolume, KubeletVolume],
+    secret_volumes: Secrets,
+    stack_factory: Callable[..., Awaitable[Stack]],
+    running: Callable[[Any], asyncio.Task[None]],
+) -> None:
+    config, waf = volumes
+    env = secret_volumes.env
+    stack = await stack_factory(config.folder / "proxy.yaml", env)
+    log = RecordingLog()
+    watcher = secret_watcher(stack.manager, env, log)
+    running(watcher)
+    await eventually(lambda: watcher.looks >= 2)
+    for value in (OLD_TOKEN, OLD_TOKEN + "\n", OLD_TOKEN + "\r\n"):  # the kubelet's resync
+        secret_volumes.token.update({"token": value})
+        looks = watcher.looks
+        await eventually(lambda looks=looks: watcher.looks >= looks + 2)
+    # a config change after them is the first reload, and it is a file_watch one
+    waf.update({"rules.waf.yaml": waf_yaml("beta")})
+    await eventually(lambda: stack.holder.runtime.bundle.waf.rules[0].id == "block-beta")
+    assert stack.results() == [("file_watch", "ok")] and watcher.reloads == 1
+    assert log.named("secret_watch_update") == []
+
+
+async def test_missing_secret_file_is_reported_once_and_waited_for(
+    volumes: tuple[KubeletVolume, KubeletVolume],
+    secret_volumes: Secrets,
+    stack_factory: Callable[..., Awaitable[Stack]],
+    running: Callable[[Any], asyncio.Task[None]],
+) -> None:
+    config, _ = volumes
+    env = secret_volumes.env
+    stack = await stack_factory(config.folder / "proxy.yaml", env)
+    log = RecordingLog()
+    watcher = secret_watcher(stack.manager, env, log)
+    task = running(watcher)
+    await eventually(lambda: watcher.looks >= 2)
+
+    shutil.rmtree(secret_volumes.token.folder)  # the volume is gone (or the key was removed)
+    await eventually(lambda: bool(log.named("secret_watch_missing")))
+    looks = watcher.looks
+    await eventually(lambda: watcher.looks >= looks + 5)
+    assert not task.done() and stack.results() == []  # no reload that could only fail
+    assert log.named("secret_watch_missing") == [
+        {
+            "variable": "OPENFLARE_ADMIN_TOKEN_FILE",
+            "file": env["OPENFLARE_ADMIN_TOKEN_FILE"],
+            "message": "a watched secret file is unreadable; keeping the loaded config",
+        }
+    ]
+    KubeletVolume(secret_volumes.token.folder, {"token": NEW_TOKEN})  # back, with a new value
+    await eventually(lambda: stack.holder.runtime.bundle.admin_token == NEW_TOKEN)
+    assert stack.results() == [("secret_watch", "ok")]
+    assert len(log.named("secret_watch_missing")) == 1
+
+
+def test_build_watcher_watches_the_secret_files_in_both_modes(
+    tmp_path: Path, secret_volumes: Secrets
+) -> None:
+    log = RecordingLog()
+    env = {**secret_volumes.env, "OPENFLARE_WATCH_INTERVAL_MS": "250"}
+    assert build_watcher(StaticManager(), {**env, "OPENFLARE_WATCH": "off"}, log) is None
+    watcher = build_watcher(StaticManager(), {**env, "OPENFLARE_WATCH": "dir"}, log)
+    assert isinstance(watcher, DirectoryWatcher)
+    assert watcher._secrets == secret_files(env) and len(watcher._secrets) == 2
+    importlib.import_module("kubernetes_asyncio")  # the k8s extra is part of the dev install
+    k8s_env = {
+        **env,
+        "OPENFLARE_WATCH": "k8s",
+        "OPENFLARE_K8S_CONFIGMAPS": "of-config=config",
+        "OPENFLARE_K8S_MIRROR_DIR": str(tmp_path / "mirror"),
+        "OPENFLARE_K8S_NAMESPACE": "edge",
+    }
+    manager = StaticManager(str(tmp_path / "mirror" / "config" / "proxy.yaml"))
+    api = build_watcher(manager, k8s_env, log)
+    assert isinstance(api, ConfigMapWatcher) and api.secret_watcher is not None
+    assert api.secret_watcher._secrets == secret_files(env)
+    assert api.secret_watcher._interval == 0.25
+    without = {k: v for k, v in k8s_env.items() if not k.endswith("_FILE")}
+    api = build_watcher(manager, without, log)
+    assert isinstance(api, ConfigMapWatcher) and api.secret_watcher is None
+
+
+async def test_watch_config_dir_mode_reloads_on_a_rotated_secret(
+    tmp_path: Path, secret_volumes: Secrets
+) -> None:
+    """The server's path: OPENFLARE_WATCH=dir and the token file, nothing else."""
+    volume = KubeletVolume(tmp_path / "cfg", {"proxy.yaml": "a"})
+    manager = StaticManager(str(volume.folder / "proxy.yaml"))
+    env = {
+        "OPENFLARE_WATCH": "dir",
+        "OPENFLARE_WATCH_INTERVAL_MS": "20",
+        "OPENFLARE_WATCH_DEBOUNCE_MS": "20",
+        "OPENFLARE_ADMIN_TOKEN_FILE": secret_volumes.env["OPENFLARE_ADMIN_TOKEN_FILE"],
+    }
+    log = RecordingLog()
+    async with watch_config(manager, env, log) as task:
+        assert task is not None
+        await eventually(lambda: bool(log.named("config_watch_started")))
+        secret_volumes.token.update({"token": NEW_TOKEN})
+        await eventually(lambda: manager.calls == ["secret_watch"])
+    assert task.done()
+    assert [e["variable"] for e in log.named("secret_watch_update")] == [
+        "OPENFLARE_ADMIN_TOKEN_FILE"
+    ]
+
+
+async def test_api_watch_mode_polls_the_secret_files_beside_the_configmaps(
+    tmp_path: Path,
+    secret_volumes: Secrets,
+    api_server: Callable[..., Awaitable[tuple[FakeApiServer, Any]]],
+    running: Callable[[Any], asyncio.Task[None]],
+) -> None:
+    cm = configmap("of-waf", "5", {"rules.waf.yaml": "x"})
+    _, factory = await api_server(FakeApiServer(lists=[listing([cm], "5")], watches=[]))
+    manager = StaticManager(str(tmp_path / "mirror" / "waf" / "proxy.yaml"))
+    log = RecordingLog()
+    secrets = DirectoryWatcher(
+        manager,
+        log,
+        interval=0.02,
+        debounce=0.05,
+        folders=list,
+        source="secret_watch",
+        secrets=secret_files(secret_volumes.env),
+        mode="secrets",
+    )
+    watcher = ConfigMapWatcher(
+        manager,
+        log,
+        targets=[ConfigMapTarget("of-waf", "waf")],
+        namespace="edge",
+        mirror=tmp_path / "mirror",
+        api_client_factory=factory,
+        debounce=0.02,
+        secret_watcher=secrets,
+    )
+    running(watcher)
+    await eventually(lambda: manager.calls == ["k8s_watch"] and secrets.looks >= 2)
+    secret_volumes.redis.update({"url": NEW_REDIS})
+    await eventually(lambda: manager.calls == ["k8s_watch", "secret_watch"])
+    assert [e["variable"] for e in log.named("secret_watch_update")] == ["OPENFLARE_REDIS_URL_FILE"]
+    assert {e["mode"] for e in log.named("config_watch_started")} == {"k8s", "secrets"}

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[3]
 DASHBOARDS = REPO / "dashboards"
 ALERTS = DASHBOARDS / "alerts" / "openflare-alerts.yaml"
 DOC = REPO / "docs" / "10-observability.md"
+RUNBOOK = REPO / "docs" / "07-runbook.md"
 MACROS = {"$__rate_interval": "5m", "$__range": "1h", "$__interval": "30s"}
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
@@ -142,9 +143,13 @@ def slug(heading: str) -> str:
     return re.sub(r"[^a-z0-9 -]", "", heading.lower()).strip().replace(" ", "-")
 
 
+def anchors_of(doc: Path) -> set[str]:
+    text = doc.read_text(encoding="utf-8")
+    return {slug(line.lstrip("#").strip()) for line in text.splitlines() if line.startswith("#")}
+
+
 def test_alerts_have_severity_text_and_a_runbook_entry() -> None:
-    doc = DOC.read_text(encoding="utf-8")
-    anchors = {slug(line.lstrip("#").strip()) for line in doc.splitlines() if line.startswith("#")}
+    anchors = anchors_of(RUNBOOK)
     names = [rule["alert"] for rule in alert_rules()]
     assert len(names) == len(set(names))
     assert {
@@ -160,8 +165,19 @@ def test_alerts_have_severity_text_and_a_runbook_entry() -> None:
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
         path, _, anchor = rule["annotations"]["runbook_url"].partition("#")
-        assert path == "docs/10-observability.md"
-        assert anchor in anchors, f"{rule['alert']}: no heading for #{anchor} in {DOC.name}"
+        assert path == "docs/07-runbook.md"
+        assert anchor == rule["alert"].lower()
+        assert anchor in anchors, f"{rule['alert']}: no heading for #{anchor} in {RUNBOOK.name}"
+
+
+def test_alert_table_links_resolve() -> None:
+    """docs/10-observability.md's alert table links every alert to its runbook entry."""
+    doc = DOC.read_text(encoding="utf-8")
+    anchors = anchors_of(RUNBOOK)
+    links = re.findall(r"\]\(07-runbook\.md#([a-z0-9-]+)\)", doc)
+    assert {rule["alert"].lower() for rule in alert_rules()} <= set(links)
+    for anchor in links:
+        assert anchor in anchors, f"docs/10-observability.md links to a missing #{anchor}"
 
 
 def test_every_metric_family_is_documented() -> None:
@@ -170,3 +186,24 @@ def test_every_metric_family_is_documented() -> None:
         name = family.name + ("_total" if family.type == "counter" else "")
         name = name + ("_info" if family.type == "info" else "")
         assert f"`{name}`" in doc, f"{name} is not in docs/10-observability.md"
+
+
+def test_every_server_and_parser_rejection_reason_is_documented() -> None:
+    """`stage="server"` and `stage="parser"` refusals have no access line: the metric and
+    docs/10-observability.md are all an operator has, so every reason app.py counts is listed."""
+    source = (REPO / "proxy" / "src" / "openflare" / "app.py").read_text(encoding="utf-8")
+    server = set(re.findall(r'reject\("server", "([a-z_]+)"\)', source))
+    assert server >= {"max_connections", "header_timeout", "write_timeout"}
+    refused = source[source.index("def refused(") :]
+    parser = set(re.findall(r'"([a-z_]+)"', refused[: refused.index("\n\n")]))
+    assert parser >= {"uri_too_long", "headers_too_large", "bad_request"}
+    function = source[source.index("def refusal_reason(") :]
+    phrases = re.findall(r'return "([a-z A-Z]+)"', function[: function.index("\n\n\n")])
+    assert len(phrases) >= 9
+    doc = DOC.read_text(encoding="utf-8")
+    rows = {line for line in doc.splitlines() if line.startswith(("| `server`", "| `parser`"))}
+    for stage, reasons in (("server", server), ("parser", parser - {"parser"})):
+        for reason in reasons:
+            assert any(f"| `{stage}` | `{reason}` |" in row for row in rows), (stage, reason)
+    for phrase in phrases:
+        assert phrase in doc, f"parser refusal phrase {phrase!r} is not documented"

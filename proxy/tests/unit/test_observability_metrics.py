@@ -4,6 +4,7 @@ negotiation (text vs OpenMetrics with exemplars), the upstream pool gauges."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,9 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from openflare.config.loader import load_bundle
 from openflare.config.models import UpstreamConfig
+from openflare.deps import Deps
 from openflare.observability.logging import LogWriter
 from openflare.observability.metrics import (
     Metrics,
@@ -20,6 +23,7 @@ from openflare.observability.metrics import (
     status_class,
     status_code,
 )
+from openflare.pipeline import ratelimit, waf
 from openflare.pipeline.access_log import AccessLogStage
 from openflare.pipeline.base import Exchange
 from openflare.routing import Route
@@ -202,3 +206,88 @@ async def test_upstream_pool_gauges_follow_the_current_pools() -> None:
     text, _ = metrics.render()
     assert b'upstream="a"' not in text  # a removed upstream's series go with it
     await pools.close()
+
+
+def test_children_are_bound_once_per_family_and_key() -> None:
+    metrics = Metrics()
+    metrics.reject("limits", "uri_too_long")
+    metrics.reject("limits", "uri_too_long")
+    metrics.upstream_error("origin", "connect")
+    assert metrics.stage_latency("waf") is metrics.stage_latency("waf")
+    assert metrics.upstream_latency("origin") is metrics.upstream_latency("origin")
+    assert metrics.request_child("r", "GET", 200) is metrics.request_child("r", "GET", 200)
+    assert metrics.request_child("r", "BREW", 200) is metrics.request_child("r", "PURGE", 200)
+    assert metrics.route_children("r") is metrics.route_children("r")
+    labels = {"stage": "limits", "reason": "uri_too_long"}
+    assert sample(metrics, "openflare_rejected_requests_total", **labels) == 2
+    labels = {"upstream": "origin", "kind": "connect"}
+    assert sample(metrics, "openflare_upstream_errors_total", **labels) == 1
+
+
+WAF_RULES = """\
+mode: enforce
+body: {oversize: reject}
+rules:
+  - id: block-me
+    match: {any: [{path_regex: '^/attack'}]}
+    action: {type: block}
+  - id: watch-me
+    mode: shadow
+    match: {any: [{path_regex: '^/probe'}]}
+    action: {type: block}
+  - id: let-me
+    match: {any: [{path_regex: '^/health'}]}
+    action: {type: allow}
+"""
+RATE_LIMITS = """\
+rules:
+  - {id: per-ip, key: ip, path_prefix: /, rate: 10, burst: 10}
+  - {id: login, key: ip, path_prefix: /login, rate: 1, burst: 1}
+"""
+
+
+def series(metrics: Metrics, family: str, label: str) -> dict[tuple[str, str], float]:
+    [found] = [f for f in metrics.registry.collect() if f.name == family]
+    return {
+        (s.labels["rule_id"], s.labels[label]): s.value
+        for s in found.samples
+        if s.name.endswith("_total")
+    }
+
+
+async def test_waf_and_ratelimit_rule_series_exist_at_zero_from_build(tmp_path: Path) -> None:
+    """`rate()` needs a series before its first increment: the stages bind one per configured
+    rule id and outcome when the runtime is built, and no others."""
+    (tmp_path / "waf.yaml").write_text(WAF_RULES)
+    (tmp_path / "limits.yaml").write_text(RATE_LIMITS)
+    (tmp_path / "main.yaml").write_text(
+        "upstreams: [{name: origin, base_url: 'http://127.0.0.1:8000'}]\n"
+        "routing: {default_upstream: origin}\n"
+        "rule_files: {waf: waf.yaml, rate_limit: limits.yaml}\n"
+    )
+    bundle = load_bundle(tmp_path / "main.yaml", {"OPENFLARE_ADMIN_TOKEN": "x" * 32})
+    deps = Deps(log=LogWriter(io.BytesIO()))
+    metrics = deps.metrics
+    assert series(metrics, "openflare_waf_decisions", "action") == {}
+    assert waf.build(bundle, deps) is not None
+    assert ratelimit.build(bundle, deps) is not None
+    enforce = {"block": 0.0, "would_block": 0.0, "log": 0.0}
+    expected_waf = {
+        **{("block-me", action): value for action, value in enforce.items()},
+        ("watch-me", "would_block"): 0.0,  # a shadow rule never blocks
+        ("watch-me", "log"): 0.0,
+        ("let-me", "allow"): 0.0,
+        **{(waf.OVERSIZE_RULE, action): value for action, value in enforce.items()},
+    }
+    assert series(metrics, "openflare_waf_decisions", "action") == expected_waf
+    decisions = ("allow", "deny", "would_block", "error")
+    assert series(metrics, "openflare_ratelimit", "decision") == {
+        (rule_id, decision): 0.0 for rule_id in ("per-ip", "login") for decision in decisions
+    }
+    # the pre-bound child is the one a match counts on
+    metrics.waf_decision("block-me", "block")
+    assert series(metrics, "openflare_waf_decisions", "action")[("block-me", "block")] == 1.0
+    # a rebuild (reload) binds nothing new for the same rules
+    waf.build(bundle, deps)
+    assert len(series(metrics, "openflare_waf_decisions", "action")) == len(expected_waf)
+    await deps.close()

@@ -218,6 +218,8 @@ async def test_close_closes_the_client() -> None:
         ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
         ("redis://:pw@host:6379/0", "redis://:***@host:6379/0"),
         ("rediss://u:pw@host/0", "rediss://u:***@host/0"),
+        ("redis://host:6379/0?password=pw&db=1", "redis://host:6379/0?password=***&db=1"),
+        ("unix:///run/redis.sock?password=pw", "unix:///run/redis.sock?password=***"),
     ],
 )
 def test_redacted(url: str, expected: str) -> None:

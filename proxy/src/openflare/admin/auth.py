@@ -18,10 +18,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from openflare.runtime import RuntimeHolder
-
 if TYPE_CHECKING:
     from openflare.observability.logging import LogWriter
+    from openflare.runtime import RuntimeHolder
 
 ADMIN_PREFIX = "/admin/"
 
@@ -30,13 +29,21 @@ def json_error(status: int, error: str, message: str) -> web.Response:
     return web.json_response({"error": error, "message": message}, status=status)
 
 
+def secret_matches(offered: str | None, expected: str | None) -> bool:
+    """`offered` is the admin token, compared in constant time (also used by the decision
+    trace's token header, pipeline/explain.py)."""
+    if not expected or not offered:
+        return False
+    return hmac.compare_digest(offered.strip().encode(), expected.encode())
+
+
 def token_matches(header: str | None, expected: str | None) -> bool:
     if not expected or not header:
         return False
     scheme, _, offered = header.partition(" ")
     if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(offered.strip().encode(), expected.encode())
+    return secret_matches(offered, expected)
 
 
 class AuthFailures:

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from openflare.admin.auth import admin_auth_middleware, json_error
 from openflare.admin.cache_routes import add_cache_routes
+from openflare.admin.explain_routes import add_explain_routes
 from openflare.admin.runtime_view import runtime_view
 from openflare.admin.stats_routes import add_stats_routes
 from openflare.admin.ui_routes import add_ui_routes
@@ -52,6 +53,7 @@ def create_admin_app(holder: RuntimeHolder, deps: Deps, manager: ConfigManager) 
     app.router.add_get("/admin/config", config_status)
     app.router.add_post("/admin/config/reload", config_reload)
     add_cache_routes(app, holder, deps)
+    add_explain_routes(app, holder, deps)  # POST /admin/explain, GET /admin/trace/{id}
     add_stats_routes(app, holder, deps, manager)  # the dashboard's JSON (docs/13)
     add_ui_routes(app)  # the dashboard itself: GET / and /ui/*
     app.router.add_route("*", "/admin/{tail:.*}", not_found)

@@ -23,12 +23,16 @@ class RuleSettings:
     stale_if_error: int
     store_set_cookie: bool
     bypass_on_cookie: bool
+    bypass_on_authorization: bool  # False: RFC 9111 §3.5 decides per response
     cookies_allowed: frozenset[str]
     key: KeyPolicy
 
 
+MATCH_MEMO_MAX = 4096  # (method, path) → settings remembered; dropped whole when full
+
+
 class CacheRuleMatcher:
-    __slots__ = ("_rules", "_default")
+    __slots__ = ("_rules", "_default", "_memo")
 
     def __init__(self, rules: CacheRules, config: CacheConfig) -> None:
         self._default = RuleSettings(
@@ -40,6 +44,7 @@ class CacheRuleMatcher:
             stale_if_error=config.default_stale_if_error_seconds,
             store_set_cookie=not config.never_store_on_set_cookie,
             bypass_on_cookie=config.bypass_on_cookie,
+            bypass_on_authorization=config.bypass_on_authorization,
             cookies_allowed=frozenset(),
             key=DEFAULT_KEY_POLICY,
         )
@@ -47,6 +52,9 @@ class CacheRuleMatcher:
             (self._matcher(rule), frozenset(rule.methods), self._settings(rule, config))
             for rule in rules.rules
         )
+        # the decision is a pure function of (method, path) for one runtime's rules: a popular
+        # path pays the rule scan (and its RE2 searches) once, not on every request
+        self._memo: dict[tuple[str, str], RuleSettings] = {}
 
     @staticmethod
     def _matcher(rule: CacheRule) -> Callable[[str], bool]:
@@ -87,6 +95,11 @@ class CacheRuleMatcher:
                 if decision.bypass_on_cookie is not None
                 else config.bypass_on_cookie
             ),
+            bypass_on_authorization=(
+                decision.bypass_on_authorization
+                if decision.bypass_on_authorization is not None
+                else config.bypass_on_authorization
+            ),
             cookies_allowed=frozenset(decision.cookie_allowlist) | frozenset(decision.key.cookies),
             key=KeyPolicy(
                 ignore_query=decision.key.ignore_query,
@@ -97,6 +110,19 @@ class CacheRuleMatcher:
         )
 
     def match(self, path: str, method: str) -> RuleSettings:
+        key = (method, path)
+        memo = self._memo
+        found = memo.get(key)
+        if found is not None:
+            return found
+        found = self._scan(path, method)
+        if len(path) <= 1024:
+            if len(memo) >= MATCH_MEMO_MAX:
+                memo.clear()
+            memo[key] = found
+        return found
+
+    def _scan(self, path: str, method: str) -> RuleSettings:
         for matches, methods, settings in self._rules:
             if method in methods and matches(path):
                 return settings

@@ -29,6 +29,7 @@ class CacheDecision(StrictModel):
     stale_if_error_seconds: int | None = Field(None, ge=0)
     store_set_cookie: bool = Field(False, description="store, minus Set-Cookie, when present")
     bypass_on_cookie: bool | None = Field(None, description="None: the global cache setting")
+    bypass_on_authorization: bool | None = Field(None, description="None: the global setting")
     cookie_allowlist: tuple[str, ...] = Field((), description="cookies that do not cause bypass")
     key: CacheKeyConfig = CacheKeyConfig()
 

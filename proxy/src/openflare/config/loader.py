@@ -30,6 +30,12 @@ WELL_KNOWN_TOKENS = frozenset(
     {DEV_ADMIN_TOKEN, "changeme", "change-me", "admin", "secret", "token", "password", "dev"}
 )
 MIN_TOKEN_LENGTH = 16
+TOKEN_FILE_ENV = "OPENFLARE_ADMIN_TOKEN_FILE"
+# Replaces `cache.redis_url` and the rate-limit `backend.redis.url` (the chart's
+# `redis.existingSecret`): a URL with a password stays out of the ConfigMap.
+REDIS_URL_ENV = "OPENFLARE_REDIS_URL"
+REDIS_URL_FILE_ENV = "OPENFLARE_REDIS_URL_FILE"  # the same, from a file (a mounted Secret)
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -193,8 +199,43 @@ def _validate(doc: _Document, model: type[ModelT], issues: list[ConfigIssue]) ->
         return None
 
 
+def read_secret_file(env: Mapping[str, str], name: str, direct: str) -> str | None:
+    """The value in the file named by the variable `name` (e.g. a mounted Secret), without its
+    trailing newline; None when `name` is unset. Read anew on every call, so every reload sees a
+    rotated Secret. Raises ValueError naming the variable and the reason (never the content)
+    when the file cannot be used, or when `direct`, the variable it stands in for, is set too."""
+    path = env.get(name)
+    if not path:
+        return None
+    if env.get(direct):
+        raise ValueError(f"set {direct} or {name}, not both")
+    try:
+        value = Path(path).read_bytes().decode("utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"{name}={path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{name}={path}: not UTF-8") from None
+    if not value:
+        raise ValueError(f"{name}={path}: the file is empty")
+    return value
+
+
+def read_token_file(env: Mapping[str, str]) -> str | None:
+    """The token in the file named by `OPENFLARE_ADMIN_TOKEN_FILE` (see `read_secret_file`)."""
+    return read_secret_file(env, TOKEN_FILE_ENV, "OPENFLARE_ADMIN_TOKEN")
+
+
 def resolve_admin_token(proxy: ProxyConfig, env: Mapping[str, str]) -> str | None:
-    token = env.get("OPENFLARE_ADMIN_TOKEN") or env.get("ADMIN_TOKEN") or proxy.admin_api.auth_token
+    """`OPENFLARE_ADMIN_TOKEN` or `OPENFLARE_ADMIN_TOKEN_FILE` (exclusive), else `ADMIN_TOKEN`,
+    else `admin_api.auth_token`, else the dev token in dev_mode. Raises ValueError for an
+    unusable token file."""
+    file_token = read_token_file(env)  # first: it refuses OPENFLARE_ADMIN_TOKEN set as well
+    token = (
+        env.get("OPENFLARE_ADMIN_TOKEN")
+        or file_token
+        or env.get("ADMIN_TOKEN")
+        or proxy.admin_api.auth_token
+    )
     if not token and proxy.dev_mode:
         return DEV_ADMIN_TOKEN
     return token or None
@@ -226,6 +267,43 @@ def _rule_file(
     return candidate if candidate.is_absolute() else main.parent / candidate
 
 
+def _env_redis_url(doc: _Document, env: Mapping[str, str], issues: list[ConfigIssue]) -> str | None:
+    """`OPENFLARE_REDIS_URL`, or the content of the file named by `OPENFLARE_REDIS_URL_FILE`
+    (exclusive, like the admin token's pair), when set and valid; an invalid one is an issue
+    that names the variable but never repeats its value (it may hold a password)."""
+    try:
+        from_file = read_secret_file(env, REDIS_URL_FILE_ENV, REDIS_URL_ENV)
+    except ValueError as exc:
+        issues.append(_issue(doc, ("cache", "redis_url"), str(exc)))
+        return None
+    url = env.get(REDIS_URL_ENV) or from_file
+    if not url:
+        return None
+    if not url.startswith(REDIS_URL_SCHEMES):
+        source = REDIS_URL_ENV
+        if from_file is not None:
+            source = f"{REDIS_URL_FILE_ENV}={env[REDIS_URL_FILE_ENV]}"
+        reason = f"{source}: must start with redis://, rediss:// or unix://"
+        issues.append(_issue(doc, ("cache", "redis_url"), reason))
+        return None
+    return url
+
+
+def _set_redis_url(data: dict[str, Any], section: tuple[str, ...], key: str, url: str) -> None:
+    """Environment over file: put `url` at `section.key` of a parsed document before it is
+    validated, creating the sections that are missing. A section of the wrong type is left
+    alone for validation to report."""
+    node = data
+    for name in section:
+        child = node.setdefault(name, {})
+        if child is None:
+            child = node[name] = {}
+        if not isinstance(child, dict):
+            return
+        node = child
+    node[key] = url
+
+
 def load_bundle(
     path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
 ) -> ConfigBundle:
@@ -236,12 +314,19 @@ def load_bundle(
     doc = _read_yaml(main_path, issues)
     if doc is None:
         raise ConfigError(issues)
+    redis_url = _env_redis_url(doc, env, issues)
+    if redis_url is not None:
+        _set_redis_url(doc.data, ("cache",), "redis_url", redis_url)
     proxy = _validate(doc, ProxyConfig, issues)
     token: str | None = None
     if proxy is not None:
         issues.extend(_issue(doc, loc, reason) for loc, reason in reference_errors(proxy))
-        token = resolve_admin_token(proxy, env)
-        problem = admin_token_problem(proxy, token)
+        try:
+            token = resolve_admin_token(proxy, env)
+        except ValueError as exc:
+            problem: str | None = str(exc)
+        else:
+            problem = admin_token_problem(proxy, token)
         if problem:
             issues.append(_issue(doc, ("admin_api", "auth_token"), problem))
         rule_files = proxy.rule_files.model_dump()
@@ -273,6 +358,12 @@ def load_bundle(
         if rule_doc is None:
             continue
         sources.append((str(rule_path), hashlib.sha256(rule_doc.raw).hexdigest()))
+        if key == "rate_limit" and redis_url is not None:
+            backend = rule_doc.data.get("backend")
+            if isinstance(backend, dict) and (
+                backend.get("type") == "redis" or isinstance(backend.get("redis"), dict)
+            ):
+                _set_redis_url(rule_doc.data, ("backend", "redis"), "url", redis_url)
         rules = _validate(rule_doc, model, issues)
         if rules is not None:
             issues.extend(_issue(rule_doc, loc, r) for loc, r in rule_reference_errors(rules))

@@ -150,6 +150,9 @@ class RouteConfig(StrictModel):
     host: str | None = Field(None, description="exact host, or *.suffix; none = any host")
     path_prefix: str = "/"
     upstream: str
+    server_timing: bool = Field(
+        False, description="add a Server-Timing header (per-stage durations) to responses"
+    )
 
     @field_validator("path_prefix")
     @classmethod
@@ -170,6 +173,9 @@ class RouteConfig(StrictModel):
 
 class RoutingConfig(StrictModel):
     default_upstream: str | None = None
+    default_server_timing: bool = Field(
+        False, description="Server-Timing on responses of the default route"
+    )
     routes: tuple[RouteConfig, ...] = ()
 
 
@@ -212,7 +218,12 @@ class CacheConfig(StrictModel):
     heuristic_freshness: bool = Field(False, description="10% of age since Last-Modified")
     respect_origin_cache_control: bool = True
     bypass_on_cookie: bool = True
-    bypass_on_authorization: bool = True
+    bypass_on_authorization: bool = Field(
+        False,
+        description="true: every request with Authorization bypasses the cache (Varnish's "
+        "builtin VCL); false: RFC 9111 §3.5, answered and stored only with public, s-maxage "
+        "or must-revalidate",
+    )
     never_store_on_set_cookie: bool = True
     lock_timeout_ms: int = Field(5_000, gt=0, description="how long collapsed requests wait")
     tag_headers: tuple[str, ...] = ("Cache-Tag", "Surrogate-Key")
@@ -283,6 +294,40 @@ class TracingConfig(StrictModel):
         return value
 
 
+HEADER_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$"
+
+
+class ExplainConfig(StrictModel):
+    """Decision traces of live requests (pipeline/explain.py, docs/02-pipeline.md). Off by
+    default; `POST /admin/explain` and `GET /admin/trace/{id}` need no switch of their own."""
+
+    trace_enabled: bool = Field(
+        False, description="trace requests carrying the admin token or from trace_cidrs"
+    )
+    trace_header: str = Field(
+        "X-Edge-Trace-Token",
+        pattern=HEADER_NAME_PATTERN,
+        description="request header carrying the admin token; never forwarded upstream",
+    )
+    trace_cidrs: tuple[str, ...] = Field((), description="client networks traced without a token")
+    trace_header_max_bytes: int = Field(
+        4096, ge=256, le=65_536, description="cap on the X-Edge-Trace response header"
+    )
+    trace_buffer_size: int = Field(
+        256, ge=1, le=100_000, description="traces kept for GET /admin/trace/{request_id}"
+    )
+
+    @field_validator("trace_cidrs")
+    @classmethod
+    def _valid_cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not a CIDR: {exc}") from None
+        return value
+
+
 class RuleFilesConfig(StrictModel):
     """Paths of the rule files, relative to the main config file's folder.
 
@@ -306,6 +351,7 @@ class ProxyConfig(StrictModel):
     admin_api: AdminApiConfig = AdminApiConfig()
     logging: LoggingConfig = LoggingConfig()
     tracing: TracingConfig = TracingConfig()
+    explain: ExplainConfig = ExplainConfig()
     rule_files: RuleFilesConfig = RuleFilesConfig()
 
 

@@ -3,7 +3,7 @@
 Triggered by SIGHUP and `POST /admin/config/reload` (and, with the Kubernetes packaging, by a
 watcher on the mounted ConfigMap directory). A bundle that fails to load or build never
 replaces the running one: the error is logged once, counted and shown at `GET /admin/config`.
-Unchanged content (same hash) is skipped.
+Unchanged content (same hash, same token and Redis URL) is skipped.
 """
 
 from __future__ import annotations
@@ -29,6 +29,14 @@ class ReloadResult:
     errors: tuple[str, ...] = ()
 
 
+def _from_env(bundle: ConfigBundle) -> tuple[str | None, ...]:
+    """What a reload can change without changing a config file (and so the hash): the values
+    from the environment's secret files, OPENFLARE_ADMIN_TOKEN_FILE and OPENFLARE_REDIS_URL_FILE
+    (a rotated Secret). Kept out of the hash, which /readyz shows without a token."""
+    redis = bundle.rate_limits.backend.redis
+    return (bundle.admin_token, bundle.proxy.cache.redis_url, redis.url if redis else None)
+
+
 class ConfigManager:
     def __init__(
         self, path: str, env: Mapping[str, str], deps: Deps, holder: RuntimeHolder
@@ -50,7 +58,7 @@ class ConfigManager:
             current = self._holder.runtime.bundle
             try:
                 bundle = await asyncio.to_thread(load_bundle, self._path, self._env)
-                if bundle.hash == current.hash and bundle.admin_token == current.admin_token:
+                if bundle.hash == current.hash and _from_env(bundle) == _from_env(current):
                     outcome = ReloadResult("unchanged", source, current.hash, time.time())
                 else:
                     self._holder.swap(build_runtime(bundle, self._deps))

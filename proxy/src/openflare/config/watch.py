@@ -5,7 +5,8 @@ whole bundle, build a new runtime, swap; a bad edit keeps the old config and is 
 shown at `GET /admin/config`). Chosen by environment variables, which the Helm chart sets:
 
   OPENFLARE_WATCH              off (default) | dir | k8s
-  OPENFLARE_WATCH_INTERVAL_MS  dir: how often the folders are looked at (default 1000)
+  OPENFLARE_WATCH_INTERVAL_MS  how often the folders (dir) and the secret files (dir and k8s)
+                               are looked at (default 1000)
   OPENFLARE_WATCH_DEBOUNCE_MS  how long a change must hold still before the reload (default 500)
   OPENFLARE_K8S_CONFIGMAPS     k8s: NAME=FOLDER[,NAME=FOLDER...]: the ConfigMaps to watch and the
                                folder of the mirror each one is written to
@@ -25,6 +26,17 @@ API watch on, the proxy watches its ConfigMaps itself (kubernetes_asyncio, in-cl
 credentials; RBAC get/list/watch on those names only), writes each new version into the mirror
 (a folder under /tmp that an init container seeded from the volumes, `python -m
 openflare.config.watch mirror SRC DEST`) and reloads from it, usually within a second.
+
+Secrets, in both modes: the files named by `OPENFLARE_ADMIN_TOKEN_FILE` and
+`OPENFLARE_REDIS_URL_FILE` (mounted Secrets, which the kubelet swaps like a ConfigMap volume)
+are read by every reload but are not config files, so they are watched too: their content is
+hashed at every interval (the path opened anew, so the `..data` swap is followed), and a change
+that holds still for the debounce time reloads with source `secret_watch` after a
+`secret_watch_update` line naming the variable and the runbook's fingerprint of the new value
+(the first 12 hex digits of the sha256 of the value, never the value). In `dir` mode the
+directory watcher does this in the same loop as the folders; in `k8s` mode a second directory
+watcher with no folders runs next to the API watch. `off` watches nothing, secrets included:
+SIGHUP and `POST /admin/config/reload` are then the only triggers.
 """
 
 from __future__ import annotations
@@ -44,9 +56,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from openflare.config.loader import REDIS_URL_FILE_ENV, TOKEN_FILE_ENV
+
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 DEFAULT_MIRROR_DIR = "/tmp/openflare/config"
 MODES = ("off", "dir", "k8s")
+SECRET_FILE_VARS = (TOKEN_FILE_ENV, REDIS_URL_FILE_ENV)  # the files every reload reads again
 
 
 class Reloader(Protocol):
@@ -93,8 +108,46 @@ def source_folders(manager: Reloader) -> list[Path]:
     return sorted({Path(item["file"]).parent for item in sources})
 
 
+def secret_files(env: Mapping[str, str]) -> dict[str, Path]:
+    """The secret files a reload reads (`OPENFLARE_ADMIN_TOKEN_FILE`, `OPENFLARE_REDIS_URL_FILE`):
+    variable → path, for the variables that are set (as `loader.read_secret_file` reads them)."""
+    return {name: Path(env[name]) for name in SECRET_FILE_VARS if env.get(name)}
+
+
+def secret_fingerprint(path: Path) -> str | None:
+    """The sha256 (hex) of the value a reload would read from a secret file: its bytes without
+    the trailing CR/LF, so its first 12 digits are the runbook's fingerprint (`printf %s "$NEW" |
+    sha256sum`). The path is opened anew, following the symlinks through `..data` the kubelet
+    swaps. None when the file cannot be read (missing, or a dangling symlink mid-swap)."""
+    try:
+        return hashlib.sha256(path.read_bytes().rstrip(b"\r\n")).hexdigest()
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the directory watcher compares from one look to the next."""
+
+    config: str | None  # `fingerprint` of the config folders; None while one is missing
+    secrets: tuple[tuple[str, str | None], ...] = ()  # (variable, `secret_fingerprint`)
+
+    def missing(self) -> list[str]:
+        """What cannot be read: `config` (a config folder), and the variables of the secret files
+        that are unreadable."""
+        missing = ["config"] if self.config is None else []
+        return missing + [name for name, digest in self.secrets if digest is None]
+
+    def changed_secrets(self, before: Snapshot) -> list[tuple[str, str]]:
+        """(variable, new fingerprint) of the secret files whose value differs from `before`."""
+        old = dict(before.secrets)
+        return [(n, d) for n, d in self.secrets if d is not None and old.get(n) != d]
+
+
 class DirectoryWatcher:
-    """Polls the folders of the loaded config files and reloads when their content changed."""
+    """Polls the folders of the loaded config files, and the secret files the reload reads, and
+    reloads when their content changed (source `file_watch`, or `secret_watch` when a secret
+    file changed)."""
 
     def __init__(
         self,
@@ -105,6 +158,8 @@ class DirectoryWatcher:
         debounce: float = 0.5,
         folders: Callable[[], list[Path]] | None = None,
         source: str = "file_watch",
+        secrets: Mapping[str, Path] | None = None,
+        mode: str = "dir",
     ) -> None:
         self._manager = manager
         self._log = log
@@ -112,57 +167,89 @@ class DirectoryWatcher:
         self._debounce = debounce
         self._folders = folders or (lambda: source_folders(manager))
         self._source = source
+        self._secrets = dict(sorted((secrets or {}).items()))
+        self._mode = mode  # for the start line: "dir", or "secrets" next to the API watch
         self.reloads = 0  # reloads this watcher asked for (for tests and debugging)
+        self.looks = 0  # snapshots taken (tests wait for more looks instead of for time)
 
-    async def _fingerprint(self, folders: list[Path]) -> str | None:
-        return await asyncio.to_thread(fingerprint, folders)
+    def _look(self, folders: list[Path]) -> Snapshot:
+        self.looks += 1
+        return Snapshot(
+            fingerprint(folders),
+            tuple((name, secret_fingerprint(path)) for name, path in self._secrets.items()),
+        )
+
+    async def _snapshot(self, folders: list[Path]) -> Snapshot:
+        return await asyncio.to_thread(self._look, folders)
+
+    def _report_missing(self, missing: list[str], folders: list[Path]) -> None:
+        for name in missing:
+            if name == "config":
+                self._log.event(
+                    "warning",
+                    "config_watch_missing",
+                    folders=[str(f) for f in folders],
+                    message="a watched config folder is missing; keeping the loaded config",
+                )
+            else:
+                self._log.event(
+                    "warning",
+                    "secret_watch_missing",
+                    variable=name,
+                    file=str(self._secrets[name]),
+                    message="a watched secret file is unreadable; keeping the loaded config",
+                )
 
     async def run(self) -> None:
         folders = self._folders()
-        last = await self._fingerprint(folders)
-        missing_reported = False
+        last = await self._snapshot(folders)
+        reported: list[str] = []  # what is missing and was logged (once, not every poll)
         self._log.event(
             "info",
             "config_watch_started",
-            mode="dir",
+            mode=self._mode,
             folders=[str(f) for f in folders],
+            secrets={name: str(path) for name, path in self._secrets.items()},
             interval_s=self._interval,
             debounce_s=self._debounce,
         )
         while True:
             await asyncio.sleep(self._interval)
-            current = await self._fingerprint(folders)
-            if current is None:
-                if not missing_reported:
-                    self._log.event(
-                        "warning",
-                        "config_watch_missing",
-                        folders=[str(f) for f in folders],
-                        message="a watched config folder is missing; keeping the loaded config",
-                    )
-                    missing_reported = True
-                continue
-            missing_reported = False
-            if current == last:
+            current = await self._snapshot(folders)
+            missing = current.missing()
+            self._report_missing([name for name in missing if name not in reported], folders)
+            reported = missing
+            if missing or current == last:
                 continue
             # Debounce: reload once the content has held still for `debounce` seconds (an
             # editor's several writes, or several ConfigMaps updated one after the other).
             while True:
                 await asyncio.sleep(self._debounce)
-                settled = await self._fingerprint(folders)
+                settled = await self._snapshot(folders)
                 if settled == current:
                     break
                 current = settled
-            if current is None or current == last:
-                continue
+            if current.missing() or current == last:
+                continue  # reported on the next look
+            changed = current.changed_secrets(last)
+            for name, digest in changed:  # the variable, never the value
+                self._log.event(
+                    "info",
+                    "secret_watch_update",
+                    variable=name,
+                    file=str(self._secrets[name]),
+                    sha256=digest[:12],
+                )
             self.reloads += 1
-            await self._manager.reload(self._source)
+            # A rejected reload (e.g. an empty file) keeps the running config; the next change
+            # of the content is a change against this look, so it is reloaded again.
+            await self._manager.reload("secret_watch" if changed else self._source)
             last = current
             new_folders = self._folders()  # rule_files may now name other folders
             if new_folders != folders:
                 # A file there may have changed since the reload read it: look once more (a
                 # reload of unchanged content is cheap and swaps nothing).
-                folders, last = new_folders, ""
+                folders, last = new_folders, Snapshot("", last.secrets)
 
 
 # --- the Kubernetes API watcher ----------------------------------------------------------------
@@ -268,6 +355,7 @@ class ConfigMapWatcher:
         debounce: float = 0.5,
         watch_timeout_s: int = 300,
         max_backoff: float = 30.0,
+        secret_watcher: DirectoryWatcher | None = None,
     ) -> None:
         self._manager = manager
         self._log = log
@@ -280,6 +368,8 @@ class ConfigMapWatcher:
         self._max_backoff = max_backoff
         self._hashes: dict[str, str] = {}
         self._dirty = asyncio.Event()
+        # The Secrets are volumes, not ConfigMaps: their files are polled next to the API watch.
+        self.secret_watcher = secret_watcher
         self.reloads = 0
         self.applied = 0  # ConfigMap versions written to the mirror
 
@@ -300,6 +390,8 @@ class ConfigMapWatcher:
         )
         async with asyncio.TaskGroup() as group:
             group.create_task(self._reload_loop())
+            if self.secret_watcher is not None:
+                group.create_task(self.secret_watcher.run())
             for target in self._targets:
                 group.create_task(self._follow(target))
 
@@ -411,16 +503,18 @@ def _millis(env: Mapping[str, str], name: str, default: int) -> float:
 def build_watcher(
     manager: Reloader, env: Mapping[str, str], log: EventLog
 ) -> DirectoryWatcher | ConfigMapWatcher | None:
-    """The watcher the environment asks for, or None; ValueError says what is wrong."""
+    """The watcher the environment asks for, or None; ValueError says what is wrong. Either mode
+    also watches the secret files (`secret_files`); `off` watches nothing."""
     mode = env.get("OPENFLARE_WATCH", "off").strip().lower() or "off"
     if mode not in MODES:
         raise ValueError(f"OPENFLARE_WATCH must be one of {', '.join(MODES)}, got {mode!r}")
     if mode == "off":
         return None
     debounce = _millis(env, "OPENFLARE_WATCH_DEBOUNCE_MS", 500)
+    interval = _millis(env, "OPENFLARE_WATCH_INTERVAL_MS", 1000)
+    secrets = secret_files(env)
     if mode == "dir":
-        interval = _millis(env, "OPENFLARE_WATCH_INTERVAL_MS", 1000)
-        return DirectoryWatcher(manager, log, interval=interval, debounce=debounce)
+        return DirectoryWatcher(manager, log, interval=interval, debounce=debounce, secrets=secrets)
     try:
         importlib.import_module("kubernetes_asyncio")
     except ImportError:
@@ -435,6 +529,18 @@ def build_watcher(
             f"OPENFLARE_WATCH=k8s: the config file {main_path} is not inside the mirror "
             f"{mirror}; run with --config {mirror}/<folder>/<file>"
         )
+    secret_watcher = None
+    if secrets:
+        secret_watcher = DirectoryWatcher(
+            manager,
+            log,
+            interval=interval,
+            debounce=debounce,
+            folders=list,  # no folders: the ConfigMaps come through the API
+            source="secret_watch",
+            secrets=secrets,
+            mode="secrets",
+        )
     return ConfigMapWatcher(
         manager,
         log,
@@ -442,6 +548,7 @@ def build_watcher(
         namespace=read_namespace(env),
         mirror=mirror,
         debounce=debounce,
+        secret_watcher=secret_watcher,
     )
 
 

@@ -26,8 +26,19 @@ import orjson
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
+_second: list[tuple[int, str]] = [(-1, "")]  # (epoch second, its "YYYY-MM-DDTHH:MM:SS")
+
+
 def utc_timestamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """`datetime.now(UTC).isoformat(timespec="milliseconds")` with `Z`: the same string, but
+    the date and time of day are formatted once per second, not once per log line."""
+    ns = time.time_ns()
+    second, prefix = _second[0]
+    now = ns // 1_000_000_000
+    if now != second:
+        prefix = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second[0] = (now, prefix)
+    return f"{prefix}.{ns // 1_000_000 % 1000:03d}Z"
 
 
 class LogWriter:

@@ -4,7 +4,8 @@ Label values come only from bounded sets: route ids, upstream names, rule ids, a
 methods (anything else is `OTHER`), status classes (`2xx`) and codes (100-599, anything else is
 `other`), cache statuses (a fixed list, anything else `OTHER`), and fixed reason words. A raw
 path, host or client value is never a label. Children are bound once per label tuple and
-cached, so the hot path pays a dict lookup, not a label resolution.
+kept in one `ChildCache` per family, so the hot path pays a dict lookup, not a label
+resolution.
 
 `/metrics` answers in the Prometheus text format, or in OpenMetrics when the scraper asks for
 it (`Accept: application/openmetrics-text`, which Prometheus sends): only OpenMetrics carries
@@ -92,6 +93,27 @@ def trace_exemplar(span: Span) -> dict[str, str] | None:
     if not span_context.trace_flags.sampled:
         return None
     return {"trace_id": f"{span_context.trace_id:032x}", "span_id": f"{span_context.span_id:016x}"}
+
+
+class ChildCache(dict[Any, Any]):
+    """The bound children of one metric family, by key: a hit is one dict lookup (no label
+    resolution, no closure); a miss binds the child once with `bind(key)` and keeps it. Keys
+    must come from bounded sets (see the module docstring)."""
+
+    __slots__ = ("_bind",)
+
+    def __init__(self, bind: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self._bind = bind
+
+    @classmethod
+    def of(cls, family: Any) -> ChildCache:
+        """Keyed by the tuple of label values, in the family's label order."""
+        return cls(lambda labels: family.labels(*labels))
+
+    def __missing__(self, key: Any) -> Any:
+        child = self[key] = self._bind(key)
+        return child
 
 
 class CacheRequestCollector(Collector):
@@ -296,84 +318,73 @@ class Metrics:
             self.tracing_exported.labels(result)
         self.upstream_pools = UpstreamPoolCollector()
         r.register(self.upstream_pools)
-        self._children: dict[tuple[Any, ...], Any] = {}
+        # one ChildCache per family the hot path writes to
+        self._requests = ChildCache(self._bind_request)  # (route, method label, status)
+        self._routes = ChildCache(self._bind_route)  # route
+        self._rejections = ChildCache.of(self.rejections)
+        self._upstream_errors = ChildCache.of(self.upstream_errors)
+        self._upstream_latency = ChildCache.of(self.upstream_duration)
+        self._stage_latency = ChildCache.of(self.stage_duration)
+        self._waf_decisions = ChildCache.of(self.waf_decisions)
+        self._ratelimit_decisions = ChildCache.of(self.ratelimit_decisions)
+        self._cache_operations = ChildCache.of(self.cache_operations)
         self.cache_counts: dict[str, int] = {}  # the same counts, for /admin/cache/stats
         # the last WAF blocks and rate-limit refusals, for the dashboard (/admin/stats/security)
         self.recent_events = RecentEvents()
 
     def request_child(self, route: str, method: str, status: int) -> Any:
-        method = method_label(method)
-        key = ("req", route, method, status)
-        child = self._children.get(key)
-        if child is None:
-            child = self.requests.labels(route, method, status_class(status), status_code(status))
-            self._children[key] = child
-        return child
+        return self._requests[(route, method_label(method), status)]
+
+    def _bind_request(self, key: tuple[str, str, int]) -> Any:
+        route, method, status = key
+        return self.requests.labels(route, method, status_class(status), status_code(status))
 
     def route_children(self, route: str) -> tuple[Any, Any, dict[str, int]]:
         """(latency histogram, response bytes counter, request counts by cache status); the
         caller counts a cache status as `counts[cache_status_label(s)] += 1`."""
-        key = ("route", route)
-        children = self._children.get(key)
-        if children is None:
-            counts = self.cache_requests.by_route.setdefault(route, {})
-            children = (
-                self.request_duration.labels(route),
-                self.response_bytes.labels(route),
-                counts,
-            )
-            self._children[key] = children
+        children: tuple[Any, Any, dict[str, int]] = self._routes[route]
         return children
+
+    def _bind_route(self, route: str) -> tuple[Any, Any, dict[str, int]]:
+        counts = self.cache_requests.by_route.setdefault(route, {})
+        return (self.request_duration.labels(route), self.response_bytes.labels(route), counts)
 
     def export_result(self, result: str, spans: int) -> None:
         """Called by the span exporter's thread after each batch."""
         self.tracing_exported.labels(result).inc(spans)
 
     def upstream_error(self, upstream: str, kind: str) -> None:
-        self.upstream_errors.labels(upstream, kind).inc()
+        self._upstream_errors[(upstream, kind)].inc()
 
     def reject(self, stage: str, reason: str) -> None:
-        key = ("reject", stage, reason)
-        child = self._children.get(key)
-        if child is None:
-            child = self.rejections.labels(stage, reason)
-            self._children[key] = child
-        child.inc()
+        self._rejections[(stage, reason)].inc()
 
     def upstream_latency(self, upstream: str) -> Any:
-        key = ("up", upstream)
-        child = self._children.get(key)
-        if child is None:
-            child = self.upstream_duration.labels(upstream)
-            self._children[key] = child
-        return child
-
-    def _cached(self, key: tuple[Any, ...], make: Any) -> Any:
-        child = self._children.get(key)
-        if child is None:
-            child = make()
-            self._children[key] = child
-        return child
+        return self._upstream_latency[(upstream,)]
 
     def waf_decision(self, rule_id: str, action: str) -> None:
         """Rule ids come from the loaded rule file, so the label set is bounded."""
-        key = ("waf", rule_id, action)
-        self._cached(key, lambda: self.waf_decisions.labels(rule_id, action)).inc()
+        self._waf_decisions[(rule_id, action)].inc()
+
+    def waf_rules(self, series: Iterable[tuple[str, str]]) -> None:
+        """Binds the `(rule_id, action)` series a new WAF ruleset can count (pipeline/waf.py
+        `decision_series`), so each is exposed at 0 before its first match: `rate()` and
+        `increase()` then see the first block, not only the second."""
+        for key in series:
+            self._waf_decisions[key]  # a miss binds the child: that is the point
 
     def ratelimit_decision(self, rule_id: str, decision: str) -> None:
-        key = ("rl", rule_id, decision)
-        self._cached(key, lambda: self.ratelimit_decisions.labels(rule_id, decision)).inc()
+        self._ratelimit_decisions[(rule_id, decision)].inc()
 
     def cache_operation(self, operation: str) -> None:
-        key = ("cache", operation)
-        self._cached(key, lambda: self.cache_operations.labels(operation)).inc()
+        self._cache_operations[(operation,)].inc()
         self.cache_counts[operation] = self.cache_counts.get(operation, 0) + 1
         if operation == "stale":
             self.cache_stale_served.inc()
 
     def stage_latency(self, stage: str) -> Any:
         """The histogram child for `stage`; call `.observe(seconds)` on it."""
-        return self._cached(("stage", stage), lambda: self.stage_duration.labels(stage))
+        return self._stage_latency[(stage,)]
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition the scraper asked for (`Accept`), and its content type."""

@@ -37,17 +37,28 @@ def sent_status(exchange: Exchange) -> int:
 
 
 class AccessLogStage:
-    __slots__ = ("_log", "_metrics", "_enabled")
+    """One `__call__` for both: with tracing off (`_tracing` is None) the span code is two
+    `is not None` checks and nothing else."""
+
+    __slots__ = ("_log", "_metrics", "_enabled", "_tracing")
 
     def __init__(self, log: LogWriter, metrics: Metrics, enabled: bool) -> None:
         self._log = log
         self._metrics = metrics
         self._enabled = enabled
+        self._tracing: Tracing | None = None
 
     async def __call__(self, exchange: Exchange, next: Handler) -> web.StreamResponse:
+        tracing = self._tracing
+        span: Any = None
+        token: Any = None
+        if tracing is not None:
+            span, token = tracing.start_server_span(exchange)
+            exchange.span = span
         metrics = self._metrics
         metrics.in_flight_now += 1  # a plain int; the gauge reads it at scrape time
         status = 0
+        error: BaseException | None = None
         try:
             response = await next(exchange)
             status = response.status
@@ -56,12 +67,37 @@ class AccessLogStage:
             except ConnectionResetError:
                 exchange.error = exchange.error or "client_disconnected"
             return response
-        except asyncio.CancelledError:
-            exchange.error = exchange.error or cancelled_reason(exchange)
+        except BaseException as exc:  # recovery turns exceptions into 500s; this is the rest
+            error = exc
+            if isinstance(exc, asyncio.CancelledError):
+                exchange.error = exchange.error or cancelled_reason(exchange)
             raise
         finally:
             metrics.in_flight_now -= 1
-            self._record(exchange, status or sent_status(exchange))
+            status = status or sent_status(exchange)
+            if tracing is None:
+                self._record(exchange, status)
+            else:
+                self._record_traced(exchange, status, tracing, span, token, error)
+
+    def _record_traced(
+        self,
+        exchange: Exchange,
+        status: int,
+        tracing: Tracing,
+        span: Any,
+        token: Any,
+        error: BaseException | None,
+    ) -> None:
+        ids = span_ids(span)
+        if ids is None:
+            self._record(exchange, status)
+        else:
+            trace_id, span_id, sampled = ids
+            # an exemplar must point at a trace that exists: sampled ones only
+            exemplar = {"trace_id": trace_id, "span_id": span_id} if sampled else None
+            self._record(exchange, status, exemplar, (trace_id, span_id))
+        tracing.end_server_span(exchange, span, token, status, error)
 
     def _record(
         self,
@@ -109,50 +145,20 @@ class AccessLogStage:
         }
         if trace is not None:
             line["trace_id"], line["span_id"] = trace
+        if exchange.trace is not None and exchange.trace.record is not None:
+            line["decision_trace"] = exchange.trace.record  # pipeline/explain.py
         self._log.write_line(orjson.dumps(line) + b"\n")
 
 
 class TracedAccessLogStage(AccessLogStage):
-    """The access-log stage with the request's SERVER span around everything after it."""
+    """The access-log stage with the request's SERVER span around everything after it (the
+    shared `AccessLogStage.__call__`, with `_tracing` set)."""
 
-    __slots__ = ("_tracing",)
+    __slots__ = ()
 
     def __init__(self, log: LogWriter, metrics: Metrics, enabled: bool, tracing: Tracing) -> None:
         super().__init__(log, metrics, enabled)
         self._tracing = tracing
-
-    async def __call__(self, exchange: Exchange, next: Handler) -> web.StreamResponse:
-        span, token = self._tracing.start_server_span(exchange)
-        exchange.span = span
-        metrics = self._metrics
-        metrics.in_flight_now += 1
-        status = 0
-        error: BaseException | None = None
-        try:
-            response = await next(exchange)
-            status = response.status
-            try:
-                await exchange.send(response)
-            except ConnectionResetError:
-                exchange.error = exchange.error or "client_disconnected"
-            return response
-        except BaseException as exc:  # recovery turns exceptions into 500s; this is the rest
-            error = exc
-            if isinstance(exc, asyncio.CancelledError):
-                exchange.error = exchange.error or cancelled_reason(exchange)
-            raise
-        finally:
-            metrics.in_flight_now -= 1
-            status = status or sent_status(exchange)
-            ids = span_ids(span)
-            if ids is None:
-                self._record(exchange, status)
-            else:
-                trace_id, span_id, sampled = ids
-                # an exemplar must point at a trace that exists: sampled ones only
-                exemplar = {"trace_id": trace_id, "span_id": span_id} if sampled else None
-                self._record(exchange, status, exemplar, (trace_id, span_id))
-            self._tracing.end_server_span(exchange, span, token, status, error)
 
 
 def cancelled_reason(exchange: Exchange) -> str:

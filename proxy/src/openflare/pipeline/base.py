@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from openflare.config.loader import ConfigBundle
     from openflare.deps import Deps
+    from openflare.pipeline.explain import DecisionTrace
     from openflare.routing import Route
 
 Handler = Callable[["Exchange"], Awaitable[web.StreamResponse]]
@@ -67,6 +68,7 @@ class Exchange:
         "cache_bypass",
         "continue_sent",
         "span",
+        "trace",
     )
 
     def __init__(self, request: web.BaseRequest, started: float, debug_headers: bool) -> None:
@@ -101,6 +103,8 @@ class Exchange:
         self.cache_bypass = False  # set by a WAF `bypass_cache` action
         self.continue_sent = False
         self.span: Span | None = None  # the request's SERVER span, only while tracing is on
+        # the decision trace (pipeline/explain.py): None unless this request is explained
+        self.trace: DecisionTrace | None = None
 
     async def send_continue(self) -> None:
         """Answer `Expect: 100-continue` once, when a stage is about to read the body."""
@@ -150,6 +154,8 @@ class Exchange:
                 headers["X-Edge-Cache-TTL"] = str(self.cache_ttl)
             if self.cache_age is not None:
                 headers["X-Edge-Cache-Age"] = str(self.cache_age)
+        if self.trace is not None:  # Server-Timing, X-Edge-Trace
+            self.trace.apply_headers(self, headers)
 
     async def start_response(self, response: web.StreamResponse) -> None:
         """Send the status line and headers of a streamed response."""

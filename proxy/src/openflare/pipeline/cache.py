@@ -18,6 +18,7 @@ Every policy decision is a pure function in cache/policy.py.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 
 from openflare.cache.control import CacheControl, parse_cache_control
 from openflare.cache.entry import CacheEntry
@@ -43,7 +44,9 @@ from openflare.cache.policy import (
     vary_names,
 )
 from openflare.cache.singleflight import SingleFlight
+from openflare.observability.tracing import tracing_for
 from openflare.pipeline.base import Exchange, Handler, plain_error
+from openflare.pipeline.cache_explain import explain_cache
 from openflare.pipeline.forward import (
     RequestBodyError,
     UpstreamClient,
@@ -54,11 +57,11 @@ from openflare.pipeline.normalize import normalize_path
 from openflare.upstream.headers import client_response_headers
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
     from openflare.cache.storage.base import CacheStore
     from openflare.config.loader import ConfigBundle
-    from openflare.config.models import CacheConfig, NormalizationConfig
     from openflare.deps import Deps
-    from openflare.observability.metrics import Metrics
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # After a response that could not be stored, requests for that URL skip collapsing for a while
@@ -70,6 +73,8 @@ SERVER_ERRORS = frozenset({500, 502, 503, 504})
 NOT_STORED_HEADERS = frozenset({"set-cookie", "age", "x-request-id"})
 # Headers a 304 must not overwrite in the stored response (RFC 9111 §3.2).
 NOT_UPDATED_BY_304 = frozenset({"content-length", "content-encoding", "transfer-encoding"})
+# Bodies of unknown length are reserved against the store's budget in steps of this size.
+RESERVE_STEP_BYTES = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -111,23 +116,18 @@ class CacheStage:
         "_lookup_latency",
     )
 
-    def __init__(
-        self,
-        store: CacheStore,
-        client: UpstreamClient,
-        rules: CacheRuleMatcher,
-        config: CacheConfig,
-        normalization: NormalizationConfig,
-        metrics: Metrics,
-        flights: SingleFlight[Outcome],
-    ) -> None:
-        self._store = store
+    def __init__(self, bundle: ConfigBundle, deps: Deps, client: UpstreamClient) -> None:
+        """The stage for `bundle`: its store, metrics and collapsing come from `deps` (they
+        outlive reloads), `client` is the runtime's upstream client (the forward stage's)."""
+        config = bundle.proxy.cache
+        metrics = deps.metrics
+        self._store = deps.cache_store(config)
         self._client = client
-        self._rules = rules
+        self._rules = CacheRuleMatcher(bundle.cache_rules, config)
         self._config = config
-        self._normalization = normalization
+        self._normalization = bundle.proxy.normalization
         self._metrics = metrics
-        self._flights = flights
+        self._flights: SingleFlight[Outcome] = deps.cache_flights
         self._tag_headers = tuple(h.lower() for h in config.tag_headers)
         self._strip_tags = config.strip_tag_headers
         self._uncacheable: OrderedDict[str, float] = OrderedDict()  # primary → until (monotonic)
@@ -136,6 +136,8 @@ class CacheStage:
     # --- entry point -------------------------------------------------------------------------
 
     async def __call__(self, exchange: Exchange, next: Handler) -> web.StreamResponse:
+        if exchange.trace is not None and not exchange.trace.cache_entered:
+            return await explain_cache(self, exchange, next, exchange.trace)  # cache_explain.py
         method = exchange.method
         if method != "GET" and method != "HEAD":
             response = await next(exchange)
@@ -195,6 +197,8 @@ class CacheStage:
             return "range"
         if exchange.request.body_exists:
             return "request-body"  # a "fat GET" body must not select a shared response
+        if settings.bypass_on_authorization and "Authorization" in headers:
+            return "authorization"  # else RFC 9111 §3.5 decides, per stored response
         if settings.bypass_on_cookie and "Cookie" in headers:
             jar = parse_cookies(headers.getall("Cookie"))
             if any(name not in settings.cookies_allowed for name in jar):
@@ -430,16 +434,60 @@ class CacheStage:
         )
         if reason is not None:
             return Passthrough(upstream, b"", reason)
+        reservation = _Reservation(self._store)
+        try:
+            body = await self._collect(exchange, upstream, reservation)
+            if not isinstance(body, bytes):
+                return body
+            upstream.release()
+            stored, tags = self._stored_headers(upstream.headers)
+            vary = vary_names(upstream.headers)
+            entry = self._entry_from(
+                key=variant_key(primary, vary, exchange.request.headers),
+                primary=primary,
+                status=upstream.status,
+                reason=upstream.reason or "",
+                headers=upstream.headers,
+                cc=response_cc,
+                stored=stored,
+                body=body,
+                request_time=request_time,
+                response_time=response_time,
+                age_value=parse_age(upstream.headers.get("Age")),
+                settings=settings,
+                vary=vary,
+                tags=tags,
+            )
+            if not entry.useful():  # e.g. already expired and nothing to revalidate it with
+                return Passthrough(upstream, body, "no-freshness", complete=True)
+        finally:
+            reservation.close()  # the entry's own size is counted by the store from here on
+        await self._put(entry)
+        return Stored(entry, "STORE")
+
+    async def _collect(
+        self, exchange: Exchange, upstream: aiohttp.ClientResponse, reservation: _Reservation
+    ) -> bytes | Passthrough | Failed:
+        """The whole body, its bytes reserved against the store's budget while they are read;
+        or why it is not stored (too large, no room, cut short)."""
         limit = self._config.max_object_bytes
         length = upstream.content_length
         if length is not None and length > limit:
             return Passthrough(upstream, b"", "too-large")
-        body = bytearray()
+        if length is not None and not reservation.grow(length):
+            return Passthrough(upstream, b"", "no-room")
+        chunks: list[bytes] = []
+        size = 0
         try:
             async for chunk in upstream.content.iter_any():
-                body += chunk
-                if len(body) > limit:
-                    return Passthrough(upstream, bytes(body), "too-large")
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    return Passthrough(upstream, b"".join(chunks), "too-large")
+                if size > reservation.nbytes and not reservation.grow(
+                    max(size - reservation.nbytes, RESERVE_STEP_BYTES)
+                ):
+                    return Passthrough(upstream, b"".join(chunks), "no-room")
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
             upstream.close()  # cut short by the origin: never stored, never shared
             self._metrics.upstream_error(upstream_name_of(exchange), "reset")
@@ -451,48 +499,20 @@ class CacheStage:
                     "Bad Gateway (origin closed the connection mid-body)",
                 )
             )
-        upstream.release()
-        entry = self._new_entry(
-            exchange,
-            primary,
-            upstream,
-            bytes(body),
-            request_time,
-            response_time,
-            response_cc,
-            settings,
-        )
-        if not entry.useful():  # e.g. already expired and nothing to revalidate it with
-            return Passthrough(upstream, bytes(body), "no-freshness", complete=True)
-        await self._put(entry)
-        return Stored(entry, "STORE")
+        if len(chunks) == 1:
+            return chunks[0]
+        # joining holds the chunks and their copy at once: that copy is reserved too
+        if not reservation.grow(size):
+            return Passthrough(upstream, b"".join(chunks), "no-room", complete=True)
+        return b"".join(chunks)
 
-    def _new_entry(
-        self,
-        exchange: Exchange,
-        primary: str,
-        upstream: aiohttp.ClientResponse,
-        body: bytes,
-        request_time: float,
-        response_time: float,
-        response_cc: CacheControl,
-        settings: RuleSettings,
-    ) -> CacheEntry:
-        headers = upstream.headers
-        fresh = freshness(
-            response_cc,
-            headers,
-            response_time,
-            status=upstream.status,
-            rule_ttl=settings.ttl,
-            origin_wins=settings.origin_wins,
-            heuristic=self._config.heuristic_freshness,
-            default_swr=settings.stale_while_revalidate,
-            default_sie=settings.stale_if_error,
-        )
-        vary = vary_names(headers)
+    def _stored_headers(
+        self, headers: CIMultiDictProxy[str]
+    ) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+        """The origin's headers as stored (hop-by-hop, Set-Cookie and the like removed) and the
+        purge tags they carry."""
         tags: list[str] = []
-        stored_headers: list[tuple[str, str]] = []
+        stored: list[tuple[str, str]] = []
         for name, value in client_response_headers(headers):
             lower = name.lower()
             if lower in NOT_STORED_HEADERS:
@@ -501,31 +521,64 @@ class CacheStage:
                 tags.extend(t for t in value.replace(",", " ").split() if t)
                 if self._strip_tags:
                     continue
-            stored_headers.append((name, value))
+            stored.append((name, value))
+        return tuple(stored), tuple(dict.fromkeys(tags))
+
+    def _entry_from(
+        self,
+        *,
+        key: str,
+        primary: str,
+        status: int,
+        reason: str,
+        headers: MultiMapping[str],
+        cc: CacheControl,
+        stored: tuple[tuple[str, str], ...],
+        body: bytes,
+        request_time: float,
+        response_time: float,
+        age_value: float,
+        settings: RuleSettings,
+        vary: tuple[str, ...],
+        tags: tuple[str, ...],
+        hits: int = 0,
+    ) -> CacheEntry:
+        """A stored response: `headers` (the response's, or the stored ones a 304 updated) and
+        their Cache-Control `cc` decide freshness, validators and shareability."""
+        fresh = freshness(
+            cc,
+            headers,
+            response_time,
+            status=status,
+            rule_ttl=settings.ttl,
+            origin_wins=settings.origin_wins,
+            heuristic=self._config.heuristic_freshness,
+            default_swr=settings.stale_while_revalidate,
+            default_sie=settings.stale_if_error,
+        )
         return CacheEntry(
-            key=variant_key(primary, vary, exchange.request.headers),
+            key=key,
             primary=primary,
-            status=upstream.status,
-            reason=upstream.reason or "",
-            headers=tuple(stored_headers),
+            status=status,
+            reason=reason,
+            headers=stored,
             body=body,
             request_time=request_time,
             response_time=response_time,
             date_value=http_date(headers.get("Date")),
-            age_value=parse_age(headers.get("Age")),
+            age_value=age_value,
             lifetime=fresh.lifetime,
             stale_while_revalidate=fresh.stale_while_revalidate,
             stale_if_error=fresh.stale_if_error,
-            must_revalidate="must-revalidate" in response_cc or "proxy-revalidate" in response_cc,
-            no_cache="no-cache" in response_cc,
-            auth_shareable="public" in response_cc
-            or "s-maxage" in response_cc
-            or "must-revalidate" in response_cc,
+            must_revalidate="must-revalidate" in cc or "proxy-revalidate" in cc,
+            no_cache="no-cache" in cc,
+            auth_shareable="public" in cc or "s-maxage" in cc or "must-revalidate" in cc,
             vary=vary,
-            tags=tuple(dict.fromkeys(tags)),
+            tags=tags,
             etag=headers.get("ETag"),
             last_modified=headers.get("Last-Modified"),
             freshness_source=fresh.source,
+            hits=hits,
         )
 
     def _refreshed(
@@ -547,40 +600,21 @@ class CacheStage:
             merged.popall(name, None)
         for name, value in updates:
             merged.add(name, value)
-        cc = response_cache_control(merged)
-        fresh = freshness(
-            cc,
-            merged,
-            response_time,
-            status=stale.status,
-            rule_ttl=settings.ttl,
-            origin_wins=settings.origin_wins,
-            heuristic=self._config.heuristic_freshness,
-            default_swr=settings.stale_while_revalidate,
-            default_sie=settings.stale_if_error,
-        )
-        return CacheEntry(
+        return self._entry_from(
             key=stale.key,
             primary=stale.primary,
             status=stale.status,
             reason=stale.reason,
-            headers=tuple(merged.items()),
+            headers=merged,
+            cc=response_cache_control(merged),
+            stored=tuple(merged.items()),
             body=stale.body,
             request_time=request_time,
             response_time=response_time,
-            date_value=http_date(merged.get("Date")),
             age_value=parse_age(upstream.headers.get("Age")),
-            lifetime=fresh.lifetime,
-            stale_while_revalidate=fresh.stale_while_revalidate,
-            stale_if_error=fresh.stale_if_error,
-            must_revalidate="must-revalidate" in cc or "proxy-revalidate" in cc,
-            no_cache="no-cache" in cc,
-            auth_shareable=stale.auth_shareable,
+            settings=settings,
             vary=stale.vary,
             tags=stale.tags,
-            etag=merged.get("ETag"),
-            last_modified=merged.get("Last-Modified"),
-            freshness_source=fresh.source,
             hits=stale.hits,
         )
 
@@ -632,6 +666,27 @@ class CacheStage:
                 self._metrics.cache_operation("invalidate")
 
 
+class _Reservation:
+    """Bytes of one body being collected for storage, reserved against the store's budget."""
+
+    __slots__ = ("_store", "nbytes")
+
+    def __init__(self, store: CacheStore) -> None:
+        self._store = store
+        self.nbytes = 0
+
+    def grow(self, nbytes: int) -> bool:
+        if not self._store.reserve(nbytes):
+            return False
+        self.nbytes += nbytes
+        return True
+
+    def close(self) -> None:
+        if self.nbytes:
+            self._store.release(self.nbytes)
+            self.nbytes = 0
+
+
 def _request_cc(exchange: Exchange) -> CacheControl:
     return parse_cache_control(exchange.request.headers.getall("Cache-Control", []))
 
@@ -649,16 +704,85 @@ def _close_unclaimed(task: asyncio.Task[Outcome]) -> None:
         outcome.upstream.close()
 
 
+class TracedCacheStage(CacheStage):
+    """The cache stage with `cache.lookup` and `cache.store` child spans under the stage's
+    `cache` span. `build` composes it only when tracing is on, so with tracing off no span
+    code runs at all (the plain CacheStage)."""
+
+    __slots__ = ("_tracer",)
+
+    def __init__(
+        self, bundle: ConfigBundle, deps: Deps, client: UpstreamClient, tracer: Tracer
+    ) -> None:
+        super().__init__(bundle, deps, client)
+        self._tracer = tracer
+
+    async def _lookup(self, primary: str, exchange: Exchange) -> CacheEntry | None:
+        with self._tracer.start_as_current_span("cache.lookup") as span:
+            entry = await super()._lookup(primary, exchange)
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "openflare.cache.key_hash": key_hash(primary),
+                        "openflare.cache.store": self._store.kind,
+                        "openflare.cache.lookup.result": "found" if entry else "absent",
+                    }
+                )
+                if entry is not None:
+                    span.set_attribute("openflare.cache.entry.age", int(entry.age(time.time())))
+            return entry
+
+    async def _put(self, entry: CacheEntry) -> None:
+        with self._tracer.start_as_current_span("cache.store") as span:
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "openflare.cache.key_hash": key_hash(entry.primary),
+                        "openflare.cache.store": self._store.kind,
+                        "openflare.cache.store.decision": "stored",
+                        "openflare.cache.store.reason": entry.freshness_source,
+                        "openflare.cache.store.bytes": entry.size,
+                    }
+                )
+            await super()._put(entry)
+
+    async def _fetch(
+        self,
+        exchange: Exchange,
+        primary: str,
+        stale: CacheEntry | None,
+        settings: RuleSettings,
+        store: bool = True,
+    ) -> Outcome:
+        outcome = await super()._fetch(exchange, primary, stale, settings, store)
+        if isinstance(outcome, Stored) or (
+            isinstance(outcome, Passthrough) and outcome.reason == "collapsed-fallback"
+        ):
+            return outcome  # stored: the span is _put's; a waiter's own fetch decides nothing
+        reason = outcome.reason if isinstance(outcome, Passthrough) else outcome.failure.kind
+        with self._tracer.start_as_current_span("cache.store") as span:
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "openflare.cache.key_hash": key_hash(primary),
+                        "openflare.cache.store": self._store.kind,
+                        "openflare.cache.store.decision": "not-stored",
+                        "openflare.cache.store.reason": reason,
+                    }
+                )
+        return outcome
+
+
+def key_hash(primary: str) -> str:
+    """A short, stable digest of a cache key for span attributes (never the raw URL)."""
+    return hashlib.sha256(primary.encode()).hexdigest()[:16]
+
+
 def build(bundle: ConfigBundle, deps: Deps) -> CacheStage | None:
-    config = bundle.proxy.cache
-    if not config.enabled:
+    if not bundle.proxy.cache.enabled:
         return None
-    return CacheStage(
-        store=deps.cache_store(config),
-        client=build_client(bundle, deps),
-        rules=CacheRuleMatcher(bundle.cache_rules, config),
-        config=config,
-        normalization=bundle.proxy.normalization,
-        metrics=deps.metrics,
-        flights=deps.cache_flights,
-    )
+    client = build_client(bundle, deps)  # the forward stage's client (one per runtime)
+    tracing, _ = tracing_for(bundle.proxy.tracing, on_export=deps.metrics.export_result)
+    if tracing is None:
+        return CacheStage(bundle, deps, client)
+    return TracedCacheStage(bundle, deps, client, tracing.tracer)

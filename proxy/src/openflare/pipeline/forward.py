@@ -24,7 +24,11 @@ from openflare.clientip import ClientIpResolver
 from openflare.observability.metrics import trace_exemplar
 from openflare.observability.tracing import tracing_for
 from openflare.pipeline.base import Exchange, plain_error
-from openflare.upstream.headers import client_response_headers, upstream_request_headers
+from openflare.upstream.headers import (
+    NEVER_FORWARDED,
+    client_response_headers,
+    upstream_request_headers,
+)
 
 if TYPE_CHECKING:
     from openflare.config.loader import ConfigBundle
@@ -161,6 +165,7 @@ class UpstreamClient:
         "_read_timeout",
         "_log",
         "_body_timeout",
+        "_trace_header",
     )
 
     def __init__(
@@ -172,6 +177,7 @@ class UpstreamClient:
         read_timeout: float,
         log: LogWriter | None = None,
         body_timeout: float = 0.0,
+        trace_header: str | None = None,
     ) -> None:
         self._pools = pools
         self._resolver = resolver
@@ -180,6 +186,8 @@ class UpstreamClient:
         self._read_timeout = read_timeout
         self._log = log
         self._body_timeout = body_timeout
+        # the decision-trace token header (explain.trace_header) is never forwarded
+        self._trace_header = trace_header.lower() if trace_header else None
 
     async def open(
         self,
@@ -203,6 +211,9 @@ class UpstreamClient:
         )
         if for_cache:
             headers = [(k, v) for k, v in headers if k.lower() not in CACHE_FETCH_DROPPED]
+        if self._trace_header is not None:
+            dropped = self._trace_header
+            headers = [(k, v) for k, v in headers if k.lower() != dropped]
         if extra_headers:
             headers.extend(extra_headers)
         path = exchange.path + ("?" + exchange.query if exchange.query else "")
@@ -263,6 +274,8 @@ class UpstreamClient:
         elapsed = time.monotonic() - started
         exchange.upstream_status = upstream.status
         exchange.upstream_ms = round(elapsed * 1000, 3)
+        if exchange.trace is not None:
+            exchange.trace.note_upstream(pool.name, target.url, len(tried), elapsed, upstream)
         span = exchange.span
         if span is None:
             self._metrics.upstream_latency(pool.name).observe(elapsed)
@@ -399,7 +412,19 @@ class ForwardStage:
 
 
 def build_client(bundle: ConfigBundle, deps: Deps) -> UpstreamClient:
+    """The runtime's one upstream client, built once per bundle: the cache stage and the
+    forward stage use the same one."""
+    built = deps.upstream_client
+    if built is not None and built[0] is bundle:
+        return built[1]
+    client = _new_client(bundle, deps)
+    deps.upstream_client = (bundle, client)
+    return client
+
+
+def _new_client(bundle: ConfigBundle, deps: Deps) -> UpstreamClient:
     security = bundle.proxy.security
+    explain = bundle.proxy.explain
     tracing, _ = tracing_for(bundle.proxy.tracing, on_export=deps.metrics.export_result)
     return UpstreamClient(
         deps.upstreams.refresh(bundle.proxy.upstreams, tracing),
@@ -409,6 +434,10 @@ def build_client(bundle: ConfigBundle, deps: Deps) -> UpstreamClient:
         bundle.proxy.server.read_timeout_ms / 1000,
         deps.log,
         bundle.proxy.server.body_timeout_ms / 1000,
+        # the default name is always dropped (upstream/headers.py NEVER_FORWARDED)
+        explain.trace_header
+        if explain.trace_enabled and explain.trace_header.lower() not in NEVER_FORWARDED
+        else None,
     )
 
 

@@ -203,7 +203,10 @@ class RateLimitStage:
         for rule in matched:
             keys.append((rule.id, rule.identity(exchange)))
             limits.append(rule.limit)
-        decision = await self._backend.decide(keys, limits)
+        if exchange.trace is None:
+            decision = await self._backend.decide(keys, limits)
+        else:  # traced: written down; an explain dry run only peeks (no token spent)
+            decision = await self._traced_decide(exchange, matched, keys, limits, started)
         self._latency.observe(time.perf_counter() - started)
         if decision is None:
             return await self._unavailable(exchange, next, matched)
@@ -220,6 +223,25 @@ class RateLimitStage:
                 label = label or f"would_block:{rule.id}"
         exchange.ratelimit = label or f"allow:{matched[0].id}"
         return await next(exchange)
+
+    async def _traced_decide(
+        self,
+        exchange: Exchange,
+        matched: list[CompiledRule],
+        keys: list[BucketKey],
+        limits: list[Limit],
+        started: float,
+    ) -> Decision | None:
+        trace = exchange.trace
+        assert trace is not None
+        backend = self._backend
+        if trace.dry_run:
+            decision = await backend.peek(keys, limits)
+        else:
+            decision = await backend.decide(keys, limits)
+        ids = [rule.id for rule in matched]
+        trace.note_ratelimit(ids, keys, limits, decision, time.perf_counter() - started)
+        return decision
 
     def _deny(
         self, exchange: Exchange, matched: list[CompiledRule], decision: Decision

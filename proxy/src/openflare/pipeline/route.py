@@ -25,6 +25,8 @@ class RouteStage:
 
     async def __call__(self, exchange: Exchange, next: Handler) -> web.StreamResponse:
         route = self._router.select(exchange.host, exchange.path)
+        if exchange.trace is not None:
+            exchange.trace.note_route(route)
         if route is None:
             self._metrics.reject("route", "no_route")
             exchange.error = "no_route"

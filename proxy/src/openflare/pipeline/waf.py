@@ -20,7 +20,7 @@ from aiohttp import web
 
 from openflare.pipeline.base import Exchange, Handler, plain_error
 from openflare.routing import Router
-from openflare.waf.engine import RuleMatch, Verdict, evaluate
+from openflare.waf.engine import DETECTION_ACTIONS, RuleMatch, Verdict, evaluate
 from openflare.waf.targets import Inspection
 
 if TYPE_CHECKING:
@@ -149,7 +149,17 @@ class WafStage:
         verdict = evaluate(ruleset, inspection, route_shadow=route_shadow)
         if truncated and ruleset.oversize == "reject":
             verdict = self._oversize(verdict, route_shadow)
-        self._latency.observe(time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        self._latency.observe(elapsed)
+        if exchange.trace is not None:
+            exchange.trace.note_waf(
+                verdict,
+                ruleset,
+                elapsed,
+                shadow=ruleset.mode == "shadow" or route_shadow,
+                body_inspected=None if body is None else len(body),
+                body_truncated=truncated,
+            )
         if verdict.matches:
             self._record(exchange, verdict, route_shadow)
         if verdict.blocked:
@@ -228,10 +238,34 @@ class WafStage:
         )
 
 
+def decision_series(ruleset: Ruleset) -> list[tuple[str, str]]:
+    """Every `(rule_id, action)` `_record` can count for this ruleset (waf/engine.py `decide`;
+    a route in shadow mode turns block into would_block, a match below the threshold is log).
+    Label values come only from the configured rule ids."""
+    series: dict[tuple[str, str], None] = {}
+    rules = [*ruleset.allow_rules, *ruleset.rules]
+    for rule in rules:
+        if rule.action == "allow":
+            actions: tuple[str, ...] = ("allow",)
+        elif rule.action == "bypass_cache":
+            actions = ("log",) if rule.shadow else ("bypass_cache", "log")
+        elif rule.action in DETECTION_ACTIONS:
+            actions = ("would_block", "log") if rule.shadow else ("block", "would_block", "log")
+        else:
+            actions = ("log",)
+        series.update(((rule.id, action), None) for action in actions)
+    if ruleset.oversize == "reject":
+        shadow = ruleset.mode == "shadow"
+        actions = ("would_block", "log") if shadow else ("block", "would_block", "log")
+        series.update(((OVERSIZE_RULE, action), None) for action in actions)
+    return list(series)
+
+
 def build(bundle: ConfigBundle, deps: Deps) -> WafStage | None:
     ruleset = bundle.waf.compiled
     if ruleset.empty:
         return None
+    deps.metrics.waf_rules(decision_series(ruleset))  # each series at 0 from the start
     router = Router(bundle.proxy.routing) if ruleset.routes else None
     return WafStage(
         ruleset,

@@ -27,6 +27,10 @@ class RateLimitBackend(Protocol):
         backend could not answer (the caller applies `on_backend_error`)."""
         ...
 
+    async def peek(self, keys: Sequence[BucketKey], limits: Sequence[Limit]) -> Decision | None:
+        """What `decide` would answer now, committing nothing (`POST /admin/explain`)."""
+        ...
+
     async def close(self) -> None: ...
 
 

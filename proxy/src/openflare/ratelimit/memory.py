@@ -67,6 +67,10 @@ class MemoryBackend:
                     self._insert(key, tat, now)
         return decision
 
+    async def peek(self, keys: Sequence[BucketKey], limits: Sequence[Limit]) -> Decision:
+        """The decision `decide` would make now; no bucket is changed or added."""
+        return decide(list(map(self._table.get, keys)), self._clock(), limits)
+
     def _insert(self, key: BucketKey, tat: float, now: float) -> None:
         table = self._table
         for _ in range(IDLE_SWEEP):

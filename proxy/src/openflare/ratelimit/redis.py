@@ -81,6 +81,12 @@ end
 return out
 """
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+# The same checks without the commit, for `peek` (POST /admin/explain): no bucket is written.
+_COMMIT = """    redis.call('SET', KEYS[i], string.format('%.17g', tat), 'PX',
+               math.max(1, math.ceil((tat - now) / 1000)))
+"""
+PEEK_SCRIPT = SCRIPT.replace(_COMMIT, "")
+assert PEEK_SCRIPT != SCRIPT, "the commit in SCRIPT changed: update _COMMIT"
 BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
 
 
@@ -95,13 +101,21 @@ class ScriptClient(Protocol):
 
 
 def redacted(url: str) -> str:
-    """The URL without its password, for logs."""
+    """The URL without its password, for logs: in the authority (`redis://:pw@host`) and in
+    the query (`?password=`, which redis-py reads too)."""
     parts = urlsplit(url)
-    if parts.password is None:
+    if parts.password is not None:
+        host = parts.hostname or ""
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        url = urlunsplit(parts._replace(netloc=netloc))
+    base, question, query = url.partition("?")
+    if not question:
         return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    query = "&".join(
+        f"{name}=***" if sep and value and name.lower() == "password" else f"{name}{sep}{value}"
+        for name, sep, value in (pair.partition("=") for pair in query.split("&"))
+    )
+    return f"{base}?{query}"
 
 
 def connect(config: RedisBackendConfig) -> tuple[ScriptClient, BlockingConnectionPool]:
@@ -213,6 +227,18 @@ class RedisBackend:
         if self._failing:
             self._recovered()
         return decision
+
+    async def peek(self, keys: Sequence[BucketKey], limits: Sequence[Limit]) -> Decision | None:
+        """What `decide` would answer now, writing nothing; None when Redis cannot answer
+        (not counted as a backend failure: an explain request is not traffic)."""
+        redis_keys = [f"{self._prefix}{rule_id}:{client}" for rule_id, client in keys]
+        args = script_args(tuple(limits))
+        try:
+            async with asyncio.timeout(self._budget):
+                reply = await self._client.eval(PEEK_SCRIPT, len(keys), *redis_keys, *args)
+            return parse_reply(cast(Sequence[Any], reply), len(keys))
+        except BACKEND_ERRORS:
+            return None
 
     async def _eval(self, keys: list[str], args: list[str]) -> Sequence[Any]:
         client = self._client

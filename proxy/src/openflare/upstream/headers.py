@@ -29,6 +29,11 @@ HOP_BY_HOP = frozenset(
 REBUILT_REQUEST_HEADERS = frozenset(
     {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "via", "expect"}
 )
+# Never sent upstream: the decision-trace token header's default name (it carries the admin
+# token; pipeline/explain.py), whether or not tracing is on. A custom `explain.trace_header`
+# is removed by the forward stage while tracing is on.
+NEVER_FORWARDED = frozenset({"x-edge-trace-token"})
+DROPPED_REQUEST_HEADERS = HOP_BY_HOP | REBUILT_REQUEST_HEADERS | NEVER_FORWARDED
 VIA_TOKEN = "1.1 openflare"
 
 
@@ -51,7 +56,7 @@ def upstream_request_headers(
     pass_host: bool,
 ) -> list[tuple[str, str]]:
     """The headers to send upstream, in the client's order, duplicates kept."""
-    drop = HOP_BY_HOP | REBUILT_REQUEST_HEADERS | connection_tokens(headers)
+    drop = DROPPED_REQUEST_HEADERS | connection_tokens(headers)
     if not pass_host:
         drop = drop | {"host"}
     out = [(name, value) for name, value in headers.items() if name.lower() not in drop]

@@ -28,7 +28,7 @@ from openflare.waf.rules import (
     WafExclusion,
     WafRule,
 )
-from openflare.waf.targets import HEADER, is_numeric_target, needs_body
+from openflare.waf.targets import BODY_TARGETS, HEADER, is_numeric_target, needs_body
 from openflare.waf.transforms import TRANSFORMS, Transform
 
 if TYPE_CHECKING:
@@ -121,6 +121,9 @@ class Ruleset:
     plans: dict[
         tuple[tuple[str, ...], tuple[str, ...]], tuple[tuple[str, ...], tuple[Transform, ...]]
     ]
+    # detect_views grouped by targets: (targets, body only?, views). The engine extracts each
+    # group's values once and skips a body-only group outright on a request without a body.
+    detect_groups: tuple[tuple[tuple[str, ...], bool, tuple[View, ...]], ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -387,6 +390,13 @@ def compile_rules(rules: WafRules) -> Ruleset:
     detect = [r for r in compiled_rules if r.action != "allow"]
     detect_ids = {r.index for r in detect}
     detect_views = tuple(v for v in views if any(ids & detect_ids for ids in v.pattern_rules))
+    grouped: dict[tuple[str, ...], list[View]] = {}
+    for view in detect_views:
+        grouped.setdefault(view.targets, []).append(view)
+    detect_groups = tuple(
+        (targets, all(t in BODY_TARGETS for t in targets), tuple(group))
+        for targets, group in grouped.items()
+    )
     body = rules.body
     return Ruleset(
         mode=rules.mode,
@@ -401,6 +411,7 @@ def compile_rules(rules: WafRules) -> Ruleset:
         allow_rules=allow,
         views=views,
         detect_views=detect_views,
+        detect_groups=detect_groups,
         always_rules=tuple(r.index for r in detect if r.always),
         needs_body=any(r.needs_body for r in compiled_rules),
         loaded_rules=len(compiled_rules),

@@ -59,7 +59,7 @@ class Evaluation:
     """The per-request state of one evaluation: transformed views and Set hits, each computed
     once and shared by every rule that needs it."""
 
-    __slots__ = ("ruleset", "request", "_chains", "_texts", "_hits", "_excerpt")
+    __slots__ = ("ruleset", "request", "_chains", "_texts", "_hits", "_excerpt", "_raw")
 
     def __init__(self, ruleset: Ruleset, request: Inspection) -> None:
         self.ruleset = ruleset
@@ -68,6 +68,30 @@ class Evaluation:
         self._texts: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
         self._hits: dict[int, frozenset[int]] = {}
         self._excerpt = ruleset.excerpt_chars
+        self._raw: dict[tuple[str, ...], str | None] = {}  # targets → raw text (None: no values)
+
+    def raw_text(self, targets: tuple[str, ...]) -> str | None:
+        """The untransformed text of `targets` (what a view's memo is keyed on, the same as
+        `text(targets, ())`), or None when they have no values at all; computed once per
+        target group and shared by its views."""
+        cache = self._raw
+        if targets in cache:
+            return cache[targets]
+        strings_of = self.request.strings
+        if len(targets) == 1:
+            strings = strings_of(targets[0])
+        else:
+            strings = []
+            for target in targets:
+                strings.extend(strings_of(target))
+        if not strings:
+            self._raw[targets] = None
+            self._texts[(targets, ())] = ""
+            return None
+        text = strings[0] if len(strings) == 1 else "\n".join(strings)
+        self._raw[targets] = text
+        self._texts[(targets, ())] = text
+        return text
 
     def text(self, targets: tuple[str, ...], chain: tuple[str, ...]) -> str:
         """A view's values joined by newlines, then transformed as one string: what its RE2
@@ -134,8 +158,8 @@ class Evaluation:
             return found
         view = self.ruleset.views[view_index]
         result: frozenset[int] = frozenset()
-        if view.matcher is not None and self.transformed(view.targets, ()):
-            raw = self.text(view.targets, ())
+        raw = self.raw_text(view.targets) if view.matcher is not None else None
+        if raw is not None:
             memo = view.memo
             remembered = memo.get(raw)
             if remembered is not None:
@@ -257,12 +281,19 @@ def evaluate(ruleset: Ruleset, request: Inspection, *, route_shadow: bool = Fals
             found.action = "allow"
             return Verdict("allow", matches=[found])
     candidates: set[int] = set(ruleset.always_rules)
-    for view in ruleset.detect_views:
-        hit = run.hits(view.index)
-        if hit:
-            owners = view.pattern_rules
-            for index in hit:
-                candidates.update(owners[index])
+    has_body = bool(request.body)
+    hits = run.hits
+    for targets, body_only, views in ruleset.detect_groups:
+        if body_only and not has_body:
+            continue  # every target is a body target: no values without a body
+        if run.raw_text(targets) is None:
+            continue  # the targets have no values here: none of the group's views can hit
+        for view in views:
+            hit = hits(view.index)
+            if hit:
+                owners = view.pattern_rules
+                for index in hit:
+                    candidates.update(owners[index])
     if not candidates:
         return PASS
     matches: list[RuleMatch] = []

@@ -187,6 +187,7 @@ class Inspection:
         "_query_pairs",
         "_cookies",
         "_ip",
+        "_by_name",
     )
 
     def __init__(
@@ -226,6 +227,7 @@ class Inspection:
         self._query_pairs: list[tuple[str, str]] | None = None
         self._cookies: list[tuple[str, str]] | None = None
         self._ip: ipaddress.IPv4Address | ipaddress.IPv6Address | bool | None = False
+        self._by_name: dict[str, list[str]] | None = None
 
     # ---- raw material, parsed once
 
@@ -272,7 +274,16 @@ class Inspection:
         return self._ip if not isinstance(self._ip, bool) else None
 
     def header(self, wanted: str) -> list[str]:
-        return [value for name, value in self.lower_headers if name == wanted]
+        by_name = self._by_name
+        if by_name is None:  # one pass over the headers, however many names are asked for
+            by_name = self._by_name = {}
+            for name, value in self.lower_headers:
+                found = by_name.get(name)
+                if found is None:
+                    by_name[name] = [value]
+                else:
+                    found.append(value)
+        return by_name.get(wanted) or []
 
     # ---- targets
 
@@ -289,6 +300,26 @@ class Inspection:
                 cached = self._extract(target)
             self._cache[target] = cached
         return cached
+
+    def strings(self, target: str) -> list[str]:
+        """The value strings of `target` — exactly `[v[2] for v in self.values(target)]` —
+        without building the (kind, name, value) tuples for the targets a plain request has:
+        what a view's memo key (its raw text) is made of. Callers must not change the list."""
+        cached = self._cache.get(target)
+        if cached is not None:
+            return [value for _, _, value in cached]
+        if not self.body:
+            if target in BODY_TARGETS:
+                return []
+            fast = _STRINGS_WITHOUT_BODY.get(target)
+            if fast is not None:
+                return fast(self)
+        fast = _STRINGS.get(target)
+        if fast is not None:
+            return fast(self)
+        if target.startswith("header:"):
+            return self.header(target[7:])
+        return [value for _, _, value in self.values(target)]
 
     def number(self, target: str) -> int:
         if target == "body_size":
@@ -394,6 +425,28 @@ def _headers(r: Inspection) -> list[Value]:
 def _content_type(r: Inspection) -> list[Value]:
     return [("", "content-type", media_type(r.content_type))] if r.content_type else []
 
+
+# Inspection.strings: the values' strings straight from the request, for targets that do not
+# depend on the body (and, without a body, for `args` / `args_names`: the query's alone)
+_STRINGS: dict[str, Callable[[Inspection], list[str]]] = {
+    "path": lambda r: [r.path],
+    "raw_path": lambda r: [r.raw_target.partition("?")[0]],
+    "uri": lambda r: [r.raw_target],
+    "query": lambda r: [r.query] if r.query else [],
+    "method": lambda r: [r.method],
+    "client_ip": lambda r: [r.client_ip],
+    "user_agent": lambda r: r.header("user-agent"),
+    "query_args": lambda r: [v for _, v in r.query_pairs],
+    "query_names": lambda r: [n for n, _ in r.query_pairs],
+    "headers": lambda r: [v for n, v in r.lower_headers if n != "cookie"],
+    "header_names": lambda r: [n for n, _ in r.headers],
+    "cookies": lambda r: [v for _, v in r.cookie_pairs],
+    "cookie_names": lambda r: [n for n, _ in r.cookie_pairs],
+}
+_STRINGS_WITHOUT_BODY: dict[str, Callable[[Inspection], list[str]]] = {
+    "args": _STRINGS["query_args"],
+    "args_names": _STRINGS["query_names"],
+}
 
 _SIMPLE: dict[str, Callable[[Inspection], list[Value]]] = {
     "path": lambda r: [("", "path", r.path)],

@@ -733,6 +733,76 @@
   // ---------------------------------------------------------------------------------------
   // explain (only once the proxy has POST /admin/explain)
 
+  // one line of "why" per stage entry of the trace (pipeline/explain.py)
+  function explainWhy(entry) {
+    const lines = [];
+    if (entry.stage === "waf") {
+      lines.push(`score ${entry.score}/${entry.threshold}, ${entry.rules_evaluated} rules (${entry.mode})`);
+      for (const m of entry.matched || []) {
+        lines.push(`${m.id} (${m.action}, score ${m.score}) in ${m.target}: ${m.excerpt}`);
+      }
+    } else if (entry.stage === "ratelimit") {
+      for (const r of entry.rules || []) {
+        let text = `${r.id}: ${r.remaining} of ${r.burst} left, bucket ${r.bucket}`;
+        if (r.retry_after_s) text += `, retry after ${r.retry_after_s} s`;
+        lines.push(text);
+      }
+      lines.push(entry.spent ? "token spent" : "no token spent");
+    } else if (entry.stage === "route") {
+      lines.push(entry.upstream ? `upstream ${entry.upstream} (prefix ${entry.path_prefix})` : "no route");
+    } else if (entry.stage === "cache") {
+      if (entry.eligible === false) lines.push(`not cacheable: ${entry.reason}`);
+      else {
+        if (entry.variant && entry.variant !== entry.key) lines.push(`variant ${entry.variant}`);
+        if (entry.stored) {
+          lines.push(`stored ${entry.stored.status}, ${entry.stored.fresh ? "fresh" : "stale"}: ${entry.stored.freshness}`);
+        } else lines.push("nothing stored for this key");
+        if (entry.refresh) lines.push(`background refresh: ${entry.refresh}`);
+        if (entry.collapsing) lines.push(`collapsing: ${entry.collapsing}`);
+      }
+    } else if (entry.stage === "upstream") {
+      if (entry.decision === "would_forward") {
+        lines.push(`${entry.url_path} → ${entry.upstream} (${(entry.targets || []).join(", ")})`);
+      } else lines.push(`${entry.target} answered ${entry.status}`);
+    }
+    return lines.join("\n");
+  }
+
+  function renderExplain(data) {
+    const summary = data.summary || {};
+    const trace = data.trace || { stages: [] };
+    const response = summary.response || {};
+    const would = $("explain-would");
+    would.textContent = "Would " + (summary.would || "?");
+    would.className = "result " + (response.source === "waf" || response.source === "ratelimit" ? "error" : "ok");
+    setText("explain-response", `${response.status ?? "origin decides"} from ${response.source || "?"}`);
+    setText("explain-route", summary.route ? `${summary.route} → ${summary.upstream}` : "none");
+    setText("explain-key", summary.cache && summary.cache.key ? summary.cache.key : "–");
+    const rows = (trace.stages || []).map((entry) =>
+      el(
+        "tr",
+        { "data-stage": entry.stage },
+        el("td", { text: entry.stage }),
+        el("td", {}, el("span", { class: "badge " + entry.decision, text: entry.decision })),
+        el("td", { class: "why", text: explainWhy(entry) }),
+        el("td", { text: entry.ms === undefined ? "" : fmt.num(entry.ms, 2) })
+      )
+    );
+    if (trace.response && trace.response.error) {
+      rows.push(
+        el(
+          "tr",
+          { "data-stage": "edge" },
+          el("td", { text: "edge" }),
+          el("td", {}, el("span", { class: "badge error", text: trace.response.error })),
+          el("td", { class: "why", text: "refused before the traced stages" }),
+          el("td", { text: "" })
+        )
+      );
+    }
+    fill($("explain-stages").querySelector("tbody"), rows, "no stage ran", 4);
+  }
+
   async function explain(event) {
     event.preventDefault();
     const out = $("explain-result");
@@ -748,8 +818,9 @@
     try {
       const answer = await api("/admin/explain", { method: "POST", body });
       if (!answer.ok) throw new Error(problem(answer));
+      renderExplain(answer.data);
       out.textContent = JSON.stringify(answer.data, null, 2);
-      out.hidden = false;
+      show("explain-answer", true);
       error.hidden = true;
     } catch (exc) {
       if (exc instanceof AuthError) {

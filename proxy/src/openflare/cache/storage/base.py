@@ -35,6 +35,15 @@ class CacheStore(Protocol):
 
     async def put(self, entry: CacheEntry) -> None: ...
 
+    def reserve(self, nbytes: int) -> bool:
+        """Count `nbytes` of a body being collected in this process for storage against
+        `cache.max_bytes` (the memory store evicts to make room); False: no room, do not store."""
+        ...
+
+    def release(self, nbytes: int) -> None:
+        """Return a reservation once the body was stored or dropped."""
+        ...
+
     async def purge_url(self, base: str, soft: bool) -> int:
         """Every variant stored under the URL `base` (see key.base_of)."""
         ...
@@ -75,6 +84,6 @@ def create_store(config: CacheConfig, metrics: Metrics, log: LogWriter) -> Cache
     store = MemoryStore(
         config.max_entries, config.max_bytes, config.max_variants, metrics.cache_evictions.inc
     )
-    metrics.cache_size_bytes.set_function(lambda: store.size_bytes)
+    metrics.cache_size_bytes.set_function(store.accounted_bytes)
     metrics.cache_entries.set_function(store.entry_count)
     return store

@@ -1,7 +1,9 @@
 """In-process LRU store bounded by entries and by bytes, with exact byte accounting.
 
 Entries expire on read (past what stale serving or validation could still use) and in a
-periodic sweep; tag and URL indexes make purges proportional to what they remove.
+periodic sweep; tag and URL indexes make purges proportional to what they remove. Bodies being
+collected for storage are reserved against the same `max_bytes` (`reserve` / `release`), so
+stored plus in-flight bytes stay within it.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ class MemoryStore:
         self._variants: dict[str, OrderedDict[str, None]] = {}  # primary → variant keys
         self._by_base: dict[str, set[str]] = {}  # URL → variant keys
         self._tags: dict[str, set[str]] = {}
-        self.size_bytes = 0
+        self.size_bytes = 0  # stored entries (entry.memory_cost)
+        self.reserved_bytes = 0  # bodies being collected for storage
         self.evictions = 0
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -76,8 +79,25 @@ class MemoryStore:
             self._tags.setdefault(tag, set()).add(entry.key)
         while len(variants) > self.max_variants:
             self._evict(next(iter(variants)))
-        while len(self._entries) > self.max_entries or self.size_bytes > self.max_bytes:
+        while self._entries and (
+            len(self._entries) > self.max_entries
+            or self.size_bytes + self.reserved_bytes > self.max_bytes
+        ):
             self._evict(next(iter(self._entries)))
+
+    def reserve(self, nbytes: int) -> bool:
+        """Count `nbytes` of a body being collected for storage against `max_bytes`, evicting
+        the least recently used entries to make room; False (nothing reserved) when bodies in
+        flight would exceed `max_bytes` on their own."""
+        if self.reserved_bytes + nbytes > self.max_bytes:
+            return False
+        self.reserved_bytes += nbytes
+        while self._entries and self.size_bytes + self.reserved_bytes > self.max_bytes:
+            self._evict(next(iter(self._entries)))
+        return True
+
+    def release(self, nbytes: int) -> None:
+        self.reserved_bytes = max(0, self.reserved_bytes - nbytes)
 
     def _evict(self, key: str) -> None:
         self._remove(key)
@@ -172,9 +192,16 @@ class MemoryStore:
     def entry_count(self) -> int:
         return len(self._entries)
 
+    def accounted_bytes(self) -> int:
+        return self.size_bytes + self.reserved_bytes
+
     async def stats(self) -> StoreStats:
         return StoreStats(
-            len(self._entries), self.size_bytes, self.max_entries, self.max_bytes, self.evictions
+            len(self._entries),
+            self.accounted_bytes(),
+            self.max_entries,
+            self.max_bytes,
+            self.evictions,
         )
 
     async def top(self, limit: int) -> list[tuple[str, int]]:

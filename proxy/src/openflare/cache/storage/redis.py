@@ -6,10 +6,19 @@ is useless even for stale serving; `v:<primary>` the header names its variants v
 `u:<url>` and `t:<tag>` sets of entry keys, so URL and tag purges never use `KEYS`; prefix
 purges walk `u:*` with `SCAN`. Timeouts are short: a Redis outage makes the cache a
 pass-through (counted and logged once per interval), never a source of 5xx.
+
+Bounds: Redis holds the entries, so Redis bounds them: every key written here carries a TTL
+(so any eviction policy, `volatile-*` included, may drop it), objects above
+`cache.max_object_bytes` are never written, and at startup the store reads `maxmemory` and
+`maxmemory-policy` (`CONFIG GET`) and logs a warning when Redis is unbounded or refuses writes
+when full (`noeviction`). `cache.max_bytes` bounds what this process holds: the bodies being
+collected for storage (`reserve`). `GET /admin/cache/stats` reports Redis's `maxmemory` as
+`max_bytes` (0: no cap).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Iterable
@@ -29,6 +38,19 @@ if TYPE_CHECKING:
 
 ERROR_LOG_INTERVAL = 10.0
 SCAN_BATCH = 500
+# Policies under which Redis evicts our keys when `maxmemory` is reached (every key has a TTL,
+# so the volatile-* ones qualify too); `noeviction` makes writes fail instead.
+EVICTING_POLICIES = frozenset(
+    {
+        "allkeys-lru",
+        "allkeys-lfu",
+        "allkeys-random",
+        "volatile-lru",
+        "volatile-lfu",
+        "volatile-random",
+        "volatile-ttl",
+    }
+)
 META_FIELDS = tuple(
     f for f in CacheEntry.__dataclass_fields__ if f not in ("body", "hits", "size", "_header_map")
 )
@@ -67,11 +89,67 @@ class RedisStore:
             max_connections=256,
         )
         self._prefix = config.redis_key_prefix
-        self._max_entries = config.max_entries
-        self._max_bytes = config.max_bytes
+        self._max_bytes = config.max_bytes  # bodies in flight in this process
+        self._reserved = 0
+        self._maxmemory = 0  # Redis's own bound, read by check_bounds (0: none or unknown)
         self._metrics = metrics
         self._log = log
         self._last_error_log = 0.0
+        self._bounds_check: asyncio.Task[dict[str, str] | None] | None = None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # built outside a loop (tests): call check_bounds yourself
+            return
+        self._bounds_check = loop.create_task(self.check_bounds())
+
+    async def check_bounds(self) -> dict[str, str] | None:
+        """Read Redis's memory bound and eviction policy; log a warning when the cache can grow
+        without limit or stops storing when full. None when Redis does not say (CONFIG is
+        disabled or refused by an ACL on managed services): logged once, at info."""
+        try:
+            reply = await self._redis.config_get("maxmemory*")
+            maxmemory = int(reply.get("maxmemory") or 0)
+            policy = str(reply.get("maxmemory-policy") or "")
+        except Exception as exc:
+            self._log.event(
+                "info",
+                "cache_redis_bounds_unknown",
+                store="redis",
+                error=f"{type(exc).__name__}: {exc}"[:300],
+                hint="make sure Redis has maxmemory and an eviction policy (allkeys-lru)",
+            )
+            return None
+        self._maxmemory = maxmemory
+        if maxmemory == 0:
+            self._log.event(
+                "warning",
+                "cache_redis_unbounded",
+                store="redis",
+                maxmemory=0,
+                policy=policy,
+                hint="set maxmemory and maxmemory-policy allkeys-lru: the cache grows until "
+                "Redis runs out of memory",
+            )
+        elif policy not in EVICTING_POLICIES:
+            self._log.event(
+                "warning",
+                "cache_redis_noeviction",
+                store="redis",
+                maxmemory=maxmemory,
+                policy=policy,
+                hint="set maxmemory-policy allkeys-lru: when full, Redis refuses new entries "
+                "and the cache stops storing",
+            )
+        return {"maxmemory": str(maxmemory), "maxmemory-policy": policy}
+
+    def reserve(self, nbytes: int) -> bool:
+        if self._reserved + nbytes > self._max_bytes:
+            return False
+        self._reserved += nbytes
+        return True
+
+    def release(self, nbytes: int) -> None:
+        self._reserved = max(0, self._reserved - nbytes)
 
     def _entry_key(self, key: str) -> str:
         return self._prefix + "e:" + hashlib.sha256(key.encode()).hexdigest()
@@ -199,10 +277,17 @@ class RedisStore:
         ):
             entries += 1
             size += int(await self._redis.strlen(key))
-        return StoreStats(entries, size, self._max_entries, self._max_bytes, 0)
+        try:  # maxmemory may have changed since startup (CONFIG SET); best effort
+            reply = await self._redis.config_get("maxmemory")
+            self._maxmemory = int(reply.get("maxmemory") or 0)
+        except Exception:
+            pass  # CONFIG refused: the last value read (0: unknown)
+        return StoreStats(entries, size, 0, self._maxmemory, 0)
 
     async def top(self, limit: int) -> list[tuple[str, int]]:
         return []  # hit counts are per proxy; see openflare_cache_operations_total
 
     async def close(self) -> None:
+        if self._bounds_check is not None and not self._bounds_check.done():
+            self._bounds_check.cancel()
         await self._redis.aclose()

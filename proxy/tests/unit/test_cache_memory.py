@@ -1,0 +1,166 @@
+"""What the memory store counts against `cache.max_bytes`: each entry's real memory (checked
+against tracemalloc) and the bodies being collected for storage (reservations)."""
+
+from __future__ import annotations
+
+import gc
+import io
+import json
+import tracemalloc
+
+import pytest
+
+from openflare.cache.entry import HEADER_BYTES, TAG_BYTES, CacheEntry, memory_cost
+from openflare.cache.storage.memory import MemoryStore
+from openflare.cache.storage.redis import RedisStore
+from openflare.config.models import CacheConfig
+from openflare.observability.logging import LogWriter
+from openflare.observability.metrics import Metrics
+
+HEADERS = (
+    ("Content-Type", "application/octet-stream"),
+    ("Date", "Sun, 29 Nov 2026 14:57:09 GMT"),
+    ("Server", "uvicorn"),
+    ("Cache-Control", "public, max-age=600"),
+    ("ETag", '"5f3c-1a2b3c"'),
+    ("Last-Modified", "Sun, 29 Nov 2026 14:00:00 GMT"),
+    ("Via", "1.1 openflare"),
+    ("X-Origin-Seq", "123456"),
+)
+
+
+def fresh(text: str) -> str:
+    """A str object of its own, as one parsed from a response would be."""
+    return text.encode().decode()
+
+
+def entry(
+    i: int,
+    headers: int = 8,
+    tags: int = 0,
+    vary: bool = False,
+    body: int = 100,
+    key_padding: int = 0,
+) -> CacheEntry:
+    primary = fresh(f"http://127.0.0.1/cache/custom?u={i:08d}" + "p" * key_padding)
+    key = primary + fresh(f"|v:{i:024d}") if vary else primary
+    return CacheEntry(
+        key=key,
+        primary=primary,
+        status=200,
+        reason="OK",
+        headers=tuple((fresh(n), fresh(v)) for n, v in (HEADERS * 4)[:headers]),
+        body=bytes(body),
+        request_time=1e10,
+        response_time=1e10,
+        date_value=None,
+        age_value=0.0,
+        lifetime=600.0,
+        stale_while_revalidate=0.0,
+        stale_if_error=0.0,
+        must_revalidate=False,
+        no_cache=False,
+        auth_shareable=True,
+        vary=(fresh("accept-encoding"),) if vary else (),
+        tags=tuple(fresh(f"tag-{i}-{t}") for t in range(tags)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "tags", "vary", "key_padding"),
+    [
+        (0, 0, False, 0),
+        (8, 0, False, 0),
+        (8, 0, False, 300),
+        (8, 3, False, 0),
+        (8, 0, True, 0),
+        (24, 2, True, 100),
+    ],
+)
+async def test_accounted_size_matches_the_memory_an_entry_really_holds(
+    headers: int, tags: int, vary: bool, key_padding: int
+) -> None:
+    """Entries held by the store, their header maps built (as after the first answer): the
+    accounted bytes are within 10 % of what tracemalloc sees allocated for them."""
+    count = 500
+    store = MemoryStore(max_entries=10**9, max_bytes=10**12)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        accounted = 0
+        for i in range(count):
+            item = entry(i, headers, tags, vary, key_padding=key_padding)
+            await store.put(item)
+            item.header_map()
+            accounted += item.size
+        gc.collect()
+        real = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        await store.close()
+    assert accounted == store.size_bytes
+    assert 0.9 <= accounted / real <= 1.1, (accounted / count, real / count)
+
+
+def test_accounted_size_follows_the_entry_headers_key_and_tags() -> None:
+    base = memory_cost(entry(1, headers=0))
+    name, value = HEADERS[0]
+    assert memory_cost(entry(1, headers=1)) - base == HEADER_BYTES + len(name) + len(value)
+    assert memory_cost(entry(1, headers=0, key_padding=50)) - base == 50
+    assert memory_cost(entry(1, headers=0, tags=1)) - base == TAG_BYTES + len("tag-1-0")
+    assert memory_cost(entry(1, headers=0, body=1000)) - base == 900
+    assert entry(1).size == memory_cost(entry(1))
+
+
+async def test_reservations_evict_to_make_room_and_are_released() -> None:
+    one = entry(0).size
+    store = MemoryStore(max_entries=100, max_bytes=4 * one)
+    for i in range(4):
+        await store.put(entry(i))
+    assert store.size_bytes == 4 * one and store.evictions == 0
+    assert store.reserve(one + 1)  # a body on its way: the two oldest entries make room
+    assert store.evictions == 2
+    assert await store.get(entry(0).key) is None and await store.get(entry(3).key) is not None
+    assert store.size_bytes + store.reserved_bytes <= store.max_bytes
+    assert (await store.stats()).size_bytes == store.size_bytes + store.reserved_bytes
+    await store.put(entry(9))  # stored while a reservation is held: still within budget
+    assert store.size_bytes + store.reserved_bytes <= store.max_bytes
+    store.release(one + 1)
+    assert store.reserved_bytes == 0
+    await store.close()
+
+
+async def test_bodies_in_flight_never_exceed_max_bytes_on_their_own() -> None:
+    store = MemoryStore(max_entries=100, max_bytes=10_000)
+    assert store.reserve(6_000)
+    assert not store.reserve(5_000)  # refused: nothing reserved, the caller does not store
+    assert store.reserved_bytes == 6_000
+    assert store.reserve(4_000)
+    store.release(6_000)
+    store.release(4_000)
+    store.release(1)  # never below zero
+    assert store.reserved_bytes == 0
+    await store.close()
+
+
+def test_redis_store_bounds_the_bodies_it_collects_by_max_bytes() -> None:
+    store = RedisStore(
+        CacheConfig(store="redis", max_bytes=10_000), Metrics(), LogWriter(io.BytesIO())
+    )
+    assert store.reserve(6_000)
+    assert not store.reserve(5_000)
+    store.release(6_000)
+    assert store.reserve(10_000)
+
+
+async def test_redis_bounds_unknown_when_redis_does_not_answer() -> None:
+    out = io.BytesIO()
+    log = LogWriter(out)
+    config = CacheConfig(store="redis", redis_url="redis://127.0.0.1:1/0", redis_timeout_ms=500)
+    store = RedisStore(config, Metrics(), log)
+    assert await store.check_bounds() is None
+    await store.close()
+    log.flush()
+    events = [json.loads(line)["event"] for line in out.getvalue().splitlines()]
+    assert "cache_redis_bounds_unknown" in events
