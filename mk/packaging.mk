@@ -11,8 +11,8 @@
 #   make workflow-lint   actionlint and the GitHub workflow schema on .github/workflows
 #   make dockerfile-lint hadolint on the Dockerfiles
 #   make image-test      build both images FROM a debootstrap base in a private docker engine and
-#                        run them hardened (scripts/docker-image-test.sh; root; about 10-20 min
-#                        on these machines, so NOT part of `make test`)
+#                        run them hardened (scripts/docker-image-test.sh; root; about 8 min from
+#                        a cold cache on these machines); part of `make test` (TEST_EXTRA)
 #   make images          build both images with the machine's docker (BASE_IMAGE, IMAGE_TAG)
 #   make up | down | logs | compose-e2e     the docker-compose stack, and the E2E suite against it
 #   make kind-e2e        a kind cluster: images loaded, chart installed, E2E suite (--target kind),
@@ -21,7 +21,7 @@
 # Included before the Makefile's own first target: keep `make` alone meaning what it says.
 _packaging_default_goal := $(.DEFAULT_GOAL)
 
-TEST_EXTRA += test-packaging
+TEST_EXTRA += test-packaging image-test
 
 TOOLS_BIN := .tools/bin
 TOOLS_PY := .tools/venv/bin/python

@@ -128,12 +128,13 @@ done
 $DOCKER version --format 'engine {{.Server.Version}} (API {{.Server.APIVersion}})' || fail "dockerd did not answer"
 
 # --- the base image --------------------------------------------------------------------------------
-base_key=$(printf '%s %s %s' "$SUITE" "$BASE_PACKAGES" "$(sha256sum /etc/ssl/certs/ca-certificates.crt | cut -c1-12)" | sha256sum | cut -c1-12)
+base_key=$(printf 'v2 %s %s %s' "$SUITE" "$BASE_PACKAGES" "$(sha256sum /etc/ssl/certs/ca-certificates.crt | cut -c1-12)" | sha256sum | cut -c1-12)
 tarball="$CACHE/base-$SUITE-$base_key.tar.gz"
 if ! $DOCKER image inspect "$BASE_TAG" >/dev/null 2>&1 || \
    [[ "$($DOCKER image inspect -f '{{index .Config.Labels "openflare.base-key"}}' "$BASE_TAG" 2>/dev/null)" != "$base_key" ]]; then
   if [[ ! -f "$tarball" ]]; then
     rootfs=$(mktemp -d /var/tmp/openflare-rootfs.XXXXXX)
+    chmod 0755 "$rootfs"  # mktemp's 0700 would become the image's `/`: uid 65532 could exec nothing
     step "debootstrap --variant=minbase $SUITE ($BASE_PACKAGES); a few minutes the first time"
     debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$rootfs" "$DEBIAN_MIRROR" \
       >"$WORK/debootstrap.log" 2>&1 || { tail -n 20 "$WORK/debootstrap.log" >&2; fail "debootstrap"; }
