@@ -9,7 +9,8 @@ normalized path, route). The only thing replaced is the final socket write
 (`Exchange.send`): it would need a live connection.
 
 Rows: request id; access log split into metrics (access_log: false) and the JSON line; limits;
-normalization (plain and escaped path); WAF on a plain GET, a 2 KB query and a 4 KB JSON body;
+normalization (plain and escaped path); WAF on a plain GET, a 2 KB query and a 4 KB JSON body
+(the same request repeated), and the engine alone on a varied mix of new requests;
 the rate-limit decision; the cache lookup and answer for a stored 1 KB entry (primed from an
 in-process origin); the whole chain for a cache HIT; and, for scale, the Python ceiling's whole
 handler (one `web.Response`). Stages missing from the chain are listed with a note.
@@ -41,11 +42,14 @@ from aiohttp.test_utils import make_mocked_request
 
 from benchmarks.common import Pinning, free_port, openflare_config, proxy_env, write_yaml
 from benchmarks.servers import BENCH_RATE_LIMIT, WAF_RULES
+from benchmarks.waf_traffic import fresh_mix
 from openflare.config.loader import ConfigBundle, load_bundle
 from openflare.deps import Deps
 from openflare.observability.logging import LogWriter
 from openflare.pipeline.base import Exchange
 from openflare.runtime import PIPELINE, Runtime, build_runtime
+from openflare.waf.compile import Ruleset
+from openflare.waf.engine import evaluate
 
 Call = Callable[[], Awaitable[Any]]
 # CPU time of this thread (the event loop's): a busy shared machine preempts us, but does not
@@ -334,9 +338,27 @@ class Micro:
                     self.stage_us(full, name, exchange),
                     "body read once, parsed and inspected per call; " + verdict(exchange),
                 )
+                self.add(
+                    name,
+                    "engine: varied mix, every request new",
+                    self._waf_mix_us(stages[name]._ruleset),
+                    "benchmarks/waf_traffic.py; no memo can answer (waf_microbench --baseline)",
+                )
         if "cache" in stages:
             self._cache(full, get)
         self._ceiling(get)
+
+    def _waf_mix_us(self, ruleset: Ruleset) -> float:
+        """The WAF engine over requests never seen before (built outside the clock): a new
+        mix per repeat, min of the repeats, as the other rows."""
+        runs = []
+        for _ in range(2 if self.quick else 5):
+            mix = fresh_mix(200)
+            started = CLOCK()
+            for make in mix:
+                evaluate(ruleset, make())
+            runs.append((CLOCK() - started) / len(mix) * 1e6)
+        return min(runs)
 
     def _cache(self, runtime: Runtime, get: web.BaseRequest) -> None:
         loop = self.loop

@@ -1,6 +1,6 @@
 """WAF cost per request with the default rule pack (configs/rules.waf.yaml) loaded.
 
-    python benchmarks/waf_microbench.py [--rules configs/rules.waf.yaml] [--json]
+    python benchmarks/waf_microbench.py [--rules configs/rules.waf.yaml] [--json] [--baseline]
 
 Figures are µs of CPU time per request (`time.process_time`, median of several runs, so a busy
 machine does not inflate them with other processes' time slices):
@@ -8,7 +8,12 @@ machine does not inflate them with other processes' time slices):
 * `engine …` — parse the request's targets, transform, run every RE2 set, decide
   (`waf.engine.evaluate` on a fresh `Inspection`, as the stage does per request);
 * `stage GET` — the whole WafStage.__call__ on a mocked aiohttp request, metrics and all;
-* `attack …` — the same requests carrying an attack (verification, audit excerpt, decision).
+* `attack …` — the same requests carrying an attack (verification, audit excerpt, decision);
+* `engine varied mix` — requests never seen before (benchmarks/waf_traffic.py: new path,
+  query, cookies and bodies every request, header values from pools as real clients send
+  them), so the per-view memo cannot answer: what real traffic costs. With `--baseline`, the
+  same mix through the evaluation as it was before 2026-11-29 (proxy/tests/unit/waf_reference.py),
+  interleaved run by run with the engine's.
 
 Requests: a plain browser GET (10 headers, a cookie, a short query), a 2 KB query string
 (20 arguments), a 4 KB JSON body (nested, 60 strings), a 64 KB form body. The first line is a
@@ -22,6 +27,7 @@ import asyncio
 import io
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +48,10 @@ from openflare.waf.rules import WafRules
 from openflare.waf.targets import Inspection
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: `benchmarks.waf_traffic` importable
+from benchmarks.waf_traffic import fresh_mix  # noqa: E402
+
+MIX_SIZE = 300
 RUNS = 7
 clock = time.process_time
 
@@ -120,6 +130,15 @@ def per_request(ruleset: Ruleset, make: Callable[[], Inspection], n: int) -> flo
     return (clock() - started) / n * 1e6
 
 
+def varied_mix(ruleset: Ruleset, engine: Callable[..., Any] = evaluate) -> float:
+    """µs per request over MIX_SIZE requests never seen before (built outside the clock)."""
+    requests = fresh_mix(MIX_SIZE)
+    started = clock()
+    for make in requests:
+        engine(ruleset, make())
+    return (clock() - started) / MIX_SIZE * 1e6
+
+
 def stage_get(ruleset: Ruleset, n: int) -> float:
     stage = WafStage(ruleset, LogWriter(io.BytesIO()), Metrics(), 65536, 5.0, None)
     request = make_mocked_request(
@@ -155,6 +174,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rules", default=str(ROOT / "configs" / "rules.waf.yaml"))
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also run the varied mix through the evaluation as it was before 2026-11-29",
+    )
     args = parser.parse_args()
     ruleset = WafRules.model_validate(yaml.safe_load(Path(args.rules).read_text())).compiled
     query = _query_2k()
@@ -193,6 +217,7 @@ def main() -> None:
             ),
         ),
         ("stage plain GET", lambda: stage_get(ruleset, 2000)),
+        ("engine varied mix", lambda: varied_mix(ruleset)),
         (
             "attack GET (sqli in query)",
             lambda: per_request(
@@ -222,6 +247,19 @@ def main() -> None:
     }
     for name, run in cases:
         results[name] = round(statistics.median(run() for _ in range(RUNS)), 1)
+    names = [name for name, _ in cases]
+    if args.baseline:
+        sys.path.insert(0, str(ROOT / "proxy" / "tests" / "unit"))
+        import waf_reference  # a test helper: imported only with --baseline
+
+        before: list[float] = []
+        after: list[float] = []
+        for _ in range(RUNS):  # interleaved: both see the same machine load
+            before.append(varied_mix(ruleset, waf_reference.evaluate))
+            after.append(varied_mix(ruleset))
+        results["baseline varied mix (before)"] = round(statistics.median(before), 1)
+        results["engine varied mix (interleaved)"] = round(statistics.median(after), 1)
+        names += ["baseline varied mix (before)", "engine varied mix (interleaved)"]
     if args.json:
         print(json.dumps(results, indent=2))
         return
@@ -229,7 +267,7 @@ def main() -> None:
         f"yardstick: {results['yardstick_ms']} ms   rules loaded: {results['rules']}, "
         f"RE2 sets: {results['views']}"
     )
-    for name, _ in cases:
+    for name in names:
         print(f"{name:32s} {results[name]:9.1f} µs/request")
 
 

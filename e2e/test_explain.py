@@ -231,8 +231,64 @@ def test_non_admin_clients_get_no_trace(
 def test_not_in_debug_cidr_gets_no_trace(proxy_factory: ProxyFactory) -> None:
     outside = proxy_factory({"explain": {"trace_enabled": True, "trace_cidrs": ["10.0.0.0/8"]}})
     response = httpx.get(f"{outside.url}/debug/echo", timeout=10)
-    assert response.status_code == 200, (response.headers, response.text)
+    panics = [r for r in outside.log_records() if r.get("event") == "panic"]
+    assert response.status_code == 200, (response.headers, response.text, panics)
     assert "x-edge-trace" not in response.headers
+    # odd inputs to the trace decision are "not traced", never a 500: a token header that is
+    # not UTF-8, an empty one, a forwarded-for the proxy does not trust
+    for headers in (
+        {TOKEN_HEADER: b"\xff\xfe-not-utf8"},
+        {TOKEN_HEADER: ""},
+        {"X-Forwarded-For": "::ffff:10.0.0.1, garbage"},
+    ):
+        odd = httpx.get(f"{outside.url}/debug/echo", headers=headers, timeout=10)
+        assert odd.status_code in (200, 400), (headers, odd.status_code, odd.text)
+        assert "x-edge-trace" not in odd.headers
+    assert not [r for r in outside.log_records() if r.get("event") == "panic"]
+
+
+def test_refusals_by_limits_and_normalize_are_traced(
+    traced: ProxyProcess, http: httpx.Client, admin: httpx.Client
+) -> None:
+    token = {TOKEN_HEADER: traced.token}
+    cases = [
+        ("/" + "u" * 20_000, {}, 414, "limits", "uri_too_long"),
+        ("/debug/echo", {"X-Big": "b" * 40_000}, 431, "limits", "headers_too_large"),
+        ("/a%00b", {}, 400, "normalize", "encoded_nul"),
+    ]
+    for path, headers, status, refused_by, reason in cases:
+        response = httpx.get(f"{traced.url}{path}", headers={**token, **headers}, timeout=10)
+        assert response.status_code == status, (path[:20], response.text)
+        trace = json.loads(response.headers["x-edge-trace"])
+        assert trace["trigger"] == "token"
+        assert trace["stages"][-1]["stage"] == refused_by, trace
+        assert trace["stages"][-1]["decision"] == "refuse"
+        assert trace["stages"][-1]["reason"] == reason
+        assert trace["response"]["status"] == status and trace["response"]["error"] == reason
+        kept = admin.get(f"/admin/trace/{response.headers['x-request-id']}")
+        assert kept.status_code == 200 and kept.json()["stages"][-1]["reason"] == reason
+        # the same refusal for a client nobody traces: no trace, nothing kept
+        untraced = httpx.get(f"{traced.url}{path}", headers=headers, timeout=10)
+        assert untraced.status_code == status and "x-edge-trace" not in untraced.headers
+        assert admin.get(f"/admin/trace/{untraced.headers['x-request-id']}").status_code == 404
+
+
+def test_trace_token_guesses_lock_the_admin_listener(proxy_factory: ProxyFactory) -> None:
+    proxy = proxy_factory(
+        {
+            "explain": {"trace_enabled": True},
+            "admin_api": {"auth_failure_limit": 2, "auth_failure_window_ms": 60_000},
+        }
+    )
+    bearer = {"Authorization": f"Bearer {proxy.token}"}
+    assert httpx.get(f"{proxy.admin_url}/admin/trace", headers=bearer).status_code == 200
+    for _ in range(2):
+        guess = httpx.get(f"{proxy.url}/debug/echo", headers={TOKEN_HEADER: "guess"}, timeout=10)
+        assert guess.status_code == 200 and "x-edge-trace" not in guess.headers
+    locked = httpx.get(f"{proxy.admin_url}/admin/trace", headers=bearer, timeout=10)
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
+    right = httpx.get(f"{proxy.url}/debug/echo", headers={TOKEN_HEADER: proxy.token}, timeout=10)
+    assert right.status_code == 200 and "x-edge-trace" not in right.headers  # locked out
 
 
 def test_debug_cidr_traces_and_header_is_capped(proxy_factory: ProxyFactory) -> None:

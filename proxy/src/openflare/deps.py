@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from openflare.admin.auth import AuthFailures
 from openflare.cache.singleflight import SingleFlight
 from openflare.cache.storage.base import CacheStore, create_store
 from openflare.config.models import CacheConfig
@@ -32,6 +33,8 @@ class Deps:
     cache_flights: SingleFlight[Any] = field(default_factory=SingleFlight)
     ratelimit: BackendHolder = field(default_factory=BackendHolder)  # buckets outlive reloads
     traces: TraceState = field(default_factory=TraceState)  # decision traces (pipeline/explain)
+    # wrong admin tokens per client IP: the admin listener and the trace token header share it
+    auth_failures: AuthFailures = field(default_factory=AuthFailures)
     _cache_store: CacheStore | None = None
     _cache_store_settings: tuple[object, ...] = ()
     _retired_stores: list[CacheStore] = field(default_factory=list)

@@ -1,6 +1,10 @@
 """`openflare explain URL`: asks a running proxy's admin API (`POST /admin/explain`) what it
 would do with a request, and prints the answer stage by stage.
 
+The URL's path and query are percent-encoded the way curl sends them (`encode_url`: spaces,
+control and non-ASCII characters become `%XX` of their UTF-8 bytes; everything else, `%XX`
+escapes already there included, is kept as typed); `--raw-url` sends it exactly as given.
+
 Colour only on a terminal, and never when `NO_COLOR` is set (https://no-color.org). Exit 0
 with an explanation, 1 when the admin API answered with an error or could not be reached, 2 for
 unusable arguments.
@@ -57,6 +61,38 @@ def add_parser(commands: Any) -> None:
         "--token", default=None, help="admin token (default: $OPENFLARE_ADMIN_TOKEN)"
     )
     explain.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    explain.add_argument(
+        "--raw-url",
+        action="store_true",
+        help="send the URL exactly as given (default: percent-encode spaces, control and "
+        "non-ASCII characters in its path and query, as curl does)",
+    )
+
+
+def _quote(text: str) -> str:
+    if all("!" <= ch <= "~" for ch in text):
+        return text  # printable ASCII only: nothing to do
+    out: list[str] = []
+    for ch in text:
+        if "!" <= ch <= "~":
+            out.append(ch)  # `%` too: an escape the user typed stays as it is
+        else:
+            out.extend(f"%{byte:02X}" for byte in ch.encode("utf-8", "surrogatepass"))
+    return "".join(out)
+
+
+def encode_url(url: str) -> str:
+    """The URL as curl would send it: in the path and query (not the scheme and authority,
+    not the fragment), every space, control character and non-ASCII character becomes `%XX`
+    (its UTF-8 bytes); existing `%XX` sequences and other characters are kept."""
+    head, rest = "", url
+    scheme, sep, after = url.partition("://")
+    if sep and "/" not in scheme:
+        ends = [i for i in (after.find("/"), after.find("?"), after.find("#")) if i >= 0]
+        cut = min(ends) if ends else len(after)
+        head, rest = scheme + sep + after[:cut], after[cut:]
+    target, hash_mark, fragment = rest.partition("#")
+    return head + _quote(target) + hash_mark + fragment
 
 
 def parse_headers(lines: list[str]) -> list[list[str]]:
@@ -196,7 +232,8 @@ def run(
         print(f"openflare explain: {exc}", file=stderr)
         return EXIT_USAGE
     token = args.token or os.environ.get("OPENFLARE_ADMIN_TOKEN")
-    payload: dict[str, Any] = {"method": args.method, "url": args.url, "headers": headers}
+    url = args.url if getattr(args, "raw_url", False) else encode_url(args.url)
+    payload: dict[str, Any] = {"method": args.method, "url": url, "headers": headers}
     if args.data is not None:
         payload["body"] = args.data
     if args.client_ip:

@@ -38,9 +38,10 @@ PIPELINE: tuple[tuple[str, StageFactory], ...] = (
     ("request_id", request_id.build),  # 1  request ID, client IP
     ("access_log", access_log.build),  # 2  JSON line + request metrics, on the way out
     ("recovery", recovery.build),  # 3  exception → 500 with the request ID
+    ("explain", explain.build),  # traced or not: token header / debug CIDR (off unless configured)
     ("limits", limits.build),  # 4  414 / 431 / 413
     ("normalize", normalize.build),  # 5  canonical path, 400 on hostile encodings
-    ("explain", explain.build),  # decision trace / Server-Timing (off unless configured)
+    ("server_timing", explain.build_server_timing),  # per route (off unless configured)
     ("waf", waf.build),  # 6  403 (enforce) or log (shadow)
     ("ratelimit", ratelimit.build),  # 7  429
     ("route", route.build),  # 8  host + longest prefix → upstream, 404

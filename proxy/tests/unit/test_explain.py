@@ -10,13 +10,14 @@ import io
 import re
 import time
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from openflare.admin.explain_routes import (
     DescribedRequest,
@@ -253,9 +254,25 @@ async def test_dry_run_peeks_at_the_bucket_without_spending(dry: DryRun) -> None
     assert summary["ratelimit"]["would_allow"] is False
 
 
-async def test_dry_run_refusal_before_the_trace_is_an_edge_answer(dry: DryRun) -> None:
+async def test_dry_run_hit_leaves_the_lru_order_and_hits_alone(dry: DryRun) -> None:
+    from openflare.cache.storage.memory import MemoryStore
+
+    first = await dry.store("http://shop.test/first", max_age=60, age=1)
+    await dry.store("http://shop.test/second", max_age=60, age=1)
+    store = dry.deps.current_cache_store
+    assert isinstance(store, MemoryStore)
+    before = list(store._entries)
+    record, _ = await dry.run("http://shop.test/first")
+    assert dry.stage(record, "cache")["decision"] == "HIT"
+    assert list(store._entries) == before == ["http://shop.test/first", "http://shop.test/second"]
+    assert first.hits == 0
+
+
+async def test_dry_run_refusal_by_normalize_is_an_edge_answer(dry: DryRun) -> None:
     record, summary = await dry.run("http://shop.test/a%2Fb")
-    assert record["stages"] == []
+    assert record["stages"] == [
+        {"stage": "normalize", "decision": "refuse", "status": 400, "reason": "encoded_slash"}
+    ]
     assert record["response"]["error"] == "encoded_slash"
     assert summary["response"] == {"source": "edge", "status": 400}
 
@@ -369,7 +386,9 @@ def test_ring_buffer_is_bounded_and_newest_first() -> None:
 # --- who gets traced ------------------------------------------------------------------------
 
 
-async def _trigger(stage: explain.ExplainStage, exchange: Exchange) -> DecisionTrace | None:
+async def _trigger(
+    stage: explain.ExplainStage | explain.ServerTimingStage, exchange: Exchange
+) -> DecisionTrace | None:
     seen: list[DecisionTrace | None] = []
 
     async def next(exchange: Exchange) -> web.StreamResponse:
@@ -425,17 +444,164 @@ async def test_debug_cidr_traces_by_client_ip() -> None:
 
 async def test_server_timing_route_gets_a_timing_only_trace() -> None:
     proxy = {**PROXY, "explain": {}}
-    stage = explain.build(make_bundle(proxy), Deps(log=LogWriter(io.BytesIO())))
+    deps = Deps(log=LogWriter(io.BytesIO()))
+    assert explain.build(make_bundle(proxy), deps) is None  # tracing is off
+    stage = explain.build_server_timing(make_bundle(proxy), deps)
     assert stage is not None
     timed = _mocked_exchange({"X-Edge-Trace-Token": TOKEN}, path="/timed/x")
     trace = await _trigger(stage, timed)
-    assert trace is not None and trace.server_timing and not trace.full  # tracing is off
+    assert trace is not None and trace.server_timing and not trace.full
     assert await _trigger(stage, _mocked_exchange(path="/other")) is None
+
+
+async def test_server_timing_route_switches_it_on_in_a_full_trace() -> None:
+    stage = explain.build_server_timing(make_bundle(), Deps(log=LogWriter(io.BytesIO())))
+    assert stage is not None
+    exchange = _mocked_exchange(path="/timed/x")
+    full = exchange.trace = DecisionTrace(trigger="cidr")
+    assert await _trigger(stage, exchange) is full and full.server_timing and full.full
 
 
 def test_stage_is_left_out_when_nothing_is_configured() -> None:
     proxy = {**PROXY, "explain": {}, "routing": {"default_upstream": "o"}}
-    assert explain.build(make_bundle(proxy), Deps(log=LogWriter(io.BytesIO()))) is None
+    deps = Deps(log=LogWriter(io.BytesIO()))
+    assert explain.build(make_bundle(proxy), deps) is None
+    assert explain.build_server_timing(make_bundle(proxy), deps) is None
+
+
+def test_trace_decision_comes_before_limits_and_server_timing_after_normalize() -> None:
+    from openflare.runtime import PIPELINE
+
+    names = [name for name, _ in PIPELINE]
+    assert names.index("recovery") < names.index("explain") < names.index("limits")
+    assert names.index("normalize") < names.index("server_timing") < names.index("waf")
+
+
+# --- refusals by limits and normalize are traced ----------------------------------------------
+
+
+def _front(**server: Any) -> tuple[Deps, Any]:
+    """explain → limits → normalize → a terminal that must not be reached."""
+    from openflare.pipeline import limits, normalize
+    from openflare.pipeline.base import compose
+
+    proxy = {**PROXY, "server": server} if server else PROXY
+    bundle = make_bundle(proxy)
+    deps = Deps(log=LogWriter(io.BytesIO()))
+    stages = [
+        explain.build(bundle, deps),
+        limits.build(bundle, deps),
+        normalize.build(bundle, deps),
+    ]
+
+    async def origin(exchange: Exchange) -> web.StreamResponse:
+        return web.Response(status=299)
+
+    return deps, compose([stage for stage in stages if stage is not None], origin)
+
+
+def _live(
+    path: str, headers: dict[str, str] | None = None, ip: str = CLIENT, request_id: str = "req-1"
+) -> Exchange:
+    request = make_mocked_request("GET", path, headers={"Host": "shop.test", **(headers or {})})
+    exchange = Exchange(request, time.monotonic(), False)
+    exchange.request_id = request_id
+    exchange.client_ip = ip
+    return exchange
+
+
+async def test_limits_refusal_of_a_traced_request_is_traced() -> None:
+    deps, handler = _front(max_header_bytes=1024)
+    big = {"X-Big": "b" * 2000}
+    response = await handler(_live("/x", {**big, "X-Edge-Trace-Token": TOKEN}, request_id="big"))
+    assert response.status == 431
+    record = deps.traces.buffer.get("big")
+    assert record is not None and record["trigger"] == "token"
+    assert record["stages"][-1] == {
+        "stage": "limits",
+        "decision": "refuse",
+        "status": 431,
+        "reason": "headers_too_large",
+        "size": record["stages"][-1]["size"],
+        "limit": 1024,
+    }
+    assert record["stages"][-1]["size"] > 2000
+    response = await handler(
+        _live("/x", {"Host": "h" * 5000, "X-Edge-Trace-Token": TOKEN}, request_id="host")
+    )
+    assert response.status == 431
+    host = deps.traces.buffer.get("host")
+    assert host is not None and len(host["request"]["host"]) == 256  # a trace stays small
+    assert record["response"] == {**record["response"], "status": 431, "error": "headers_too_large"}
+    long_uri = "/" + "u" * 9000
+    response = await handler(_live(long_uri, ip="192.0.2.5", request_id="uri"))  # debug CIDR
+    assert response.status == 414
+    uri = deps.traces.buffer.get("uri")
+    assert uri is not None and uri["trigger"] == "cidr"
+    assert uri["stages"][-1]["reason"] == "uri_too_long" and len(uri["request"]["target"]) <= 256
+    # not traced: refused the same, nothing recorded
+    response = await handler(_live("/x", big, request_id="quiet"))
+    assert response.status == 431 and deps.traces.buffer.get("quiet") is None
+
+
+async def test_normalize_refusal_of_a_traced_request_is_traced() -> None:
+    deps, handler = _front()
+    response = await handler(_live("/a/%00b", {"X-Edge-Trace-Token": TOKEN}, request_id="nul"))
+    assert response.status == 400
+    record = deps.traces.buffer.get("nul")
+    assert record is not None
+    assert record["stages"] == [
+        {"stage": "normalize", "decision": "refuse", "status": 400, "reason": "encoded_nul"}
+    ]
+    assert record["request"]["path"] is None  # refused before a normalized path existed
+    response = await handler(_live("/ok", ip="192.0.2.9", request_id="fine"))
+    assert response.status == 299
+    fine = deps.traces.buffer.get("fine")
+    assert fine is not None and fine["stages"] == [] and fine["response"]["status"] == 299
+
+
+async def test_a_huge_trace_token_header_is_refused_by_limits_and_not_compared() -> None:
+    deps, handler = _front(max_header_bytes=4096)
+    huge = "t" * 100_000
+    response = await handler(_live("/x", {"X-Edge-Trace-Token": huge}, ip="198.51.100.3"))
+    assert response.status == 431
+    assert deps.traces.buffer.get("req-1") is None  # a wrong token: not traced, but counted
+    assert len(deps.auth_failures) == 1
+
+
+# --- whatever the input, the decision never raises --------------------------------------------
+
+
+async def test_odd_client_ips_and_header_values_are_simply_not_traced() -> None:
+    stage = _stage(trace_cidrs=["10.0.0.0/8"])
+    for ip in ("", "unknown", "0.0.0.0", "::ffff:127.0.0.1", "fe80::1%eth0", "10.0.0.300", "::"):
+        assert await _trigger(stage, _mocked_exchange(ip=ip)) is None, ip
+    odd = _mocked_exchange(ip=cast(str, None))
+    assert await _trigger(stage, odd) is None
+    assert await _trigger(stage, _mocked_exchange(ip="::ffff:10.1.2.3")) is not None
+    for value in ("\udcff\udcfe", TOKEN + "\udc80", "\x00", " " * 5000, "t" * 1_100_000):
+        # as aiohttp's parser hands them over (bytes that are not UTF-8: surrogate escapes),
+        # on a request with no transport (no peer: 0.0.0.0)
+        headers = CIMultiDictProxy(CIMultiDict({"X-Edge-Trace-Token": value}))
+        request = SimpleNamespace(transport=None, method="GET", headers=headers)
+        exchange = Exchange(cast(web.BaseRequest, request), time.monotonic(), False)
+        exchange.request_id = "odd"
+        assert exchange.client_ip == "0.0.0.0"
+        assert await _trigger(stage, exchange) is None, value[:10]
+
+
+async def test_a_failing_decision_means_untraced_not_500() -> None:
+    stage = _stage(trace_cidrs=["10.0.0.0/8"])
+
+    class Broken:
+        def get(self, name: str) -> str:
+            raise RuntimeError("odd header table")
+
+    exchange = _mocked_exchange(ip="10.1.1.1")
+    request = cast(Any, exchange.request)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(request), "headers", property(lambda self: Broken()))
+        assert await _trigger(stage, exchange) is None
 
 
 def test_route_carries_its_server_timing_switch() -> None:
@@ -477,6 +643,43 @@ def test_cli_colour_only_on_a_terminal_without_no_color() -> None:
     assert use_colour(Tty(), {}) is True
     assert use_colour(Tty(), {"NO_COLOR": "1"}) is False
     assert use_colour(io.StringIO(), {}) is False
+
+
+def test_cli_encodes_the_url_like_curl() -> None:
+    from openflare.explain_cli import encode_url
+
+    assert encode_url("http://shop.test/a b/é?q=a b&r=ü") == (
+        "http://shop.test/a%20b/%C3%A9?q=a%20b&r=%C3%BC"
+    )
+    assert encode_url("http://shop.test/%41%2f%zz?x=%20") == "http://shop.test/%41%2f%zz?x=%20"
+    assert encode_url("/p a?x=\t1") == "/p%20a?x=%091"  # a path alone (Host: localhost)
+    assert encode_url("http://shop.test?q=é") == "http://shop.test?q=%C3%A9"
+    assert encode_url("https://shop.test:8443") == "https://shop.test:8443"
+    assert encode_url("http://shop.test/a#frag ment") == "http://shop.test/a#frag ment"
+
+
+def test_cli_sends_the_encoded_url_unless_raw(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+    import json as jsonlib
+
+    from openflare import explain_cli
+
+    sent: list[str] = []
+
+    def urlopen(request: Any, timeout: float) -> Any:
+        sent.append(jsonlib.loads(request.data)["url"])
+        raise OSError("no admin API here")
+
+    monkeypatch.setattr(explain_cli.urllib.request, "urlopen", urlopen)
+    parser = argparse.ArgumentParser()
+    explain_cli.add_parser(parser.add_subparsers())
+    for argv in (
+        ["explain", "http://s.test/a b?q=é"],
+        ["explain", "--raw-url", "http://s.test/a b"],
+    ):
+        args = parser.parse_args(argv)
+        assert explain_cli.run(args, io.StringIO(), io.StringIO()) == 1
+    assert sent == ["http://s.test/a%20b?q=%C3%A9", "http://s.test/a b"]
 
 
 def test_cli_headers() -> None:

@@ -5,6 +5,11 @@ A client IP that sent `admin_api.auth_failure_limit` wrong tokens within
 until its window ends — a correct token too, or the lockout would tell a guesser when it
 guessed right. Requests with no `Authorization` at all are refused with 401 but not counted.
 The table of client IPs is bounded (`AuthFailures.MAX_CLIENTS`, oldest forgotten first).
+
+There is one table per process (`Deps.auth_failures`), shared with the decision trace's token
+header on the public listener (pipeline/explain.py): a wrong token sent to either counts
+against both, and a client locked out by one is locked out of the other. Client IPs are keyed
+in one form (`client_key`: an IPv4-mapped IPv6 address counts as its IPv4 address).
 """
 
 from __future__ import annotations
@@ -29,12 +34,32 @@ def json_error(status: int, error: str, message: str) -> web.Response:
     return web.json_response({"error": error, "message": message}, status=status)
 
 
+MAX_OFFERED_TOKEN = 4096  # characters of an offered token compared at all (see secret_matches)
+
+
 def secret_matches(offered: str | None, expected: str | None) -> bool:
     """`offered` is the admin token, compared in constant time (also used by the decision
-    trace's token header, pipeline/explain.py)."""
+    trace's token header, pipeline/explain.py). An offer longer than `MAX_OFFERED_TOKEN` (and
+    than the token) is wrong without being compared, so a huge header costs no more than a
+    short one. Never raises: a header value aiohttp decoded with surrogate escapes (bytes that
+    are not UTF-8) is encoded back as they were (`surrogatepass`) and simply does not match."""
     if not expected or not offered:
         return False
-    return hmac.compare_digest(offered.strip().encode(), expected.encode())
+    if len(offered) > MAX_OFFERED_TOKEN and len(offered) > len(expected) + 64:
+        return False
+    return hmac.compare_digest(
+        offered.strip().encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
+def client_key(ip: str | None) -> str:
+    """The one spelling of a client IP in the failure table: `::ffff:192.0.2.1` (an IPv4 peer on
+    a dual-stack socket) is `192.0.2.1`; no address at all is `unknown`."""
+    if not ip:
+        return "unknown"
+    if ip[:7].lower() == "::ffff:" and "." in ip:
+        return ip[7:]
+    return ip
 
 
 def token_matches(header: str | None, expected: str | None) -> bool:
@@ -60,6 +85,7 @@ class AuthFailures:
 
     def retry_after(self, client: str, limit: int, window: float) -> int:
         """Seconds until `client` may try again; 0 when it is not locked out."""
+        client = client_key(client)
         entry = self._clients.get(client)
         if entry is None or limit <= 0:
             return 0
@@ -72,6 +98,7 @@ class AuthFailures:
 
     def failed(self, client: str, window: float) -> int:
         """Count one failure; the client's failures in its current window."""
+        client = client_key(client)
         now = self._clock()
         start, failures = self._clients.pop(client, (now, 0))
         if start + window <= now:
@@ -83,9 +110,10 @@ class AuthFailures:
 
 
 def admin_auth_middleware(
-    holder: RuntimeHolder, log: LogWriter | None = None
+    holder: RuntimeHolder, log: LogWriter | None = None, failures: AuthFailures | None = None
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
-    failures = AuthFailures()
+    """`failures`: the process's shared table (`Deps.auth_failures`); a private one if None."""
+    table = failures if failures is not None else AuthFailures()
 
     @web.middleware
     async def middleware(
@@ -99,7 +127,7 @@ def admin_auth_middleware(
             return json_error(404, "admin_api_disabled", "the admin API is disabled in config")
         client = request.remote or "unknown"
         window = admin.auth_failure_window_ms / 1000
-        wait = failures.retry_after(client, admin.auth_failure_limit, window)
+        wait = table.retry_after(client, admin.auth_failure_limit, window)
         if wait:
             response = json_error(
                 429, "too_many_auth_failures", "too many failed authentications; retry later"
@@ -109,7 +137,7 @@ def admin_auth_middleware(
         offered = request.headers.get("Authorization")
         if not token_matches(offered, bundle.admin_token):
             if offered is not None and admin.auth_failure_limit > 0:
-                count = failures.failed(client, window)
+                count = table.failed(client, window)
                 if count == admin.auth_failure_limit and log is not None:
                     log.event(
                         "warning",

@@ -46,8 +46,9 @@ TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 )
 # Not part of a dry run: the access log and its metrics, exception recovery, fault injection,
-# and the stage that decides whether a live request is traced (a dry run always is).
-NOT_EXPLAINED = frozenset({"access_log", "recovery", "fault", "explain"})
+# the stage that decides whether a live request is traced (a dry run always is) and the one
+# that adds Server-Timing (a dry run's answer is JSON, not the response).
+NOT_EXPLAINED = frozenset({"access_log", "recovery", "fault", "explain", "server_timing"})
 NO_STORE = {"Cache-Control": "no-store"}
 
 

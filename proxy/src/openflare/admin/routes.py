@@ -46,7 +46,7 @@ def create_admin_app(holder: RuntimeHolder, deps: Deps, manager: ConfigManager) 
     async def not_found(request: web.Request) -> web.Response:
         return json_error(404, "not_found", f"no admin endpoint {request.method} {request.path}")
 
-    app = web.Application(middlewares=[admin_auth_middleware(holder, deps.log)])
+    app = web.Application(middlewares=[admin_auth_middleware(holder, deps.log, deps.auth_failures)])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

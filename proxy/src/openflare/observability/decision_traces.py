@@ -3,16 +3,14 @@
 A bounded ring keyed by request id (`explain.trace_buffer_size`, oldest forgotten first; a
 request id a client reuses replaces the older trace). It lives in `Deps`, so traces survive a
 reload, and it holds only traced requests (admin token or debug CIDR): nothing is stored for
-any other request. Also here: the failed trace-token attempts per client IP, so the public
-listener is no better place to guess the admin token than the admin listener.
+any other request. (Wrong trace tokens are counted in `Deps.auth_failures`, the table the admin
+listener's lockout uses, so the public listener is no better place to guess the admin token.)
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from typing import Any
-
-from openflare.admin.auth import AuthFailures
 
 DEFAULT_CAPACITY = 256
 
@@ -67,8 +65,7 @@ class TraceBuffer:
 class TraceState:
     """What decision tracing keeps across reloads."""
 
-    __slots__ = ("buffer", "token_failures")
+    __slots__ = ("buffer",)
 
     def __init__(self) -> None:
         self.buffer = TraceBuffer()
-        self.token_failures = AuthFailures()

@@ -15,6 +15,7 @@ the exemplars (trace ids) that the latency histograms get while tracing is on.
 from __future__ import annotations
 
 import platform
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
 from prometheus_client.registry import Collector
+from prometheus_client.values import MutexValue, ValueClass
 
 from openflare import __version__
 from openflare.observability.recent import RecentEvents
@@ -93,6 +95,87 @@ def trace_exemplar(span: Span) -> dict[str, str] | None:
     if not span_context.trace_flags.sampled:
         return None
     return {"trace_id": f"{span_context.trace_id:032x}", "span_id": f"{span_context.span_id:016x}"}
+
+
+# prometheus-client's in-process value (`MutexValue`) takes a `threading.Lock` on every
+# increment; with PROMETHEUS_MULTIPROC_DIR set it is an mmap-backed value instead, and then the
+# families below keep the library's own value and code path.
+LOCK_FREE = ValueClass is MutexValue
+
+
+class LoopValue:
+    """`MutexValue` without the lock, for series that only the event loop's thread writes (the
+    request path) and reads (the scrape and /admin/stats run on the same loop). Same methods,
+    so the library's exposition (`_child_samples` → `get()`, `get_exemplar()`) is unchanged."""
+
+    __slots__ = ("_value", "_exemplar")
+    _multiprocess = False
+
+    def __init__(self) -> None:
+        self._value = 0.0
+        self._exemplar: Any = None
+
+    def inc(self, amount: float) -> None:
+        self._value += amount
+
+    def set(self, value: float, timestamp: float | None = None) -> None:
+        self._value = value
+
+    def set_exemplar(self, exemplar: Any) -> None:
+        self._exemplar = exemplar
+
+    def get(self) -> float:
+        return self._value
+
+    def get_exemplar(self) -> Any:
+        return self._exemplar
+
+
+class LoopCounter(Counter):
+    """A `Counter` whose series hold a `LoopValue`: `inc()` is one float add. Only for
+    families written from the event loop (not the span exporter's thread: `tracing_exported`
+    stays a plain `Counter`). Exemplars, negative amounts and a parent without label values
+    take the library's own `inc` (its checks and errors)."""
+
+    _fast: LoopValue | None = None
+
+    def _metric_init(self) -> None:
+        super()._metric_init()
+        if LOCK_FREE:
+            self._fast = self._value = LoopValue()
+
+    def inc(self, amount: float = 1, exemplar: dict[str, str] | None = None) -> None:
+        fast = self._fast
+        if fast is None or exemplar or amount < 0:
+            super().inc(amount, exemplar)
+            return
+        fast._value += amount
+
+
+class LoopHistogram(Histogram):
+    """A `Histogram` whose series hold `LoopValue`s: `observe()` is a float add and one
+    bisection over the bounds (the first bucket with `amount <= bound`, as the library's scan
+    finds it). Exemplars and NaN take the library's own `observe`."""
+
+    _fast: tuple[LoopValue, list[LoopValue], list[float]] | None = None
+
+    def _metric_init(self) -> None:
+        super()._metric_init()
+        if LOCK_FREE:
+            total = LoopValue()
+            buckets = [LoopValue() for _ in self._upper_bounds]
+            self._sum = total
+            self._buckets = buckets
+            self._fast = (total, buckets, self._upper_bounds)
+
+    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
+        fast = self._fast
+        if fast is None or exemplar or amount != amount:
+            super().observe(amount, exemplar)
+            return
+        total, buckets, bounds = fast
+        total._value += amount
+        buckets[bisect_left(bounds, amount)]._value += 1
 
 
 class ChildCache(dict[Any, Any]):
@@ -178,20 +261,20 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
+        self.requests = LoopCounter(
             "openflare_requests_total",
             "Requests answered, by route, method, status class and status code.",
             ("route", "method", "status_class", "code"),
             registry=r,
         )
-        self.request_duration = Histogram(
+        self.request_duration = LoopHistogram(
             "openflare_request_duration_seconds",
             "Time from request received to response finished, by route.",
             ("route",),
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.response_bytes = Counter(
+        self.response_bytes = LoopCounter(
             "openflare_response_bytes_total",
             "Response body bytes sent to clients, by route.",
             ("route",),
@@ -203,32 +286,32 @@ class Metrics:
         # a plain int on the hot path; the gauge reads it at scrape time
         self.in_flight_now = 0
         self.in_flight.set_function(lambda: self.in_flight_now)
-        self.rejections = Counter(
+        self.rejections = LoopCounter(
             "openflare_rejected_requests_total",
             "Requests the edge refused itself (parser, limits, normalize, route, forward), "
             "by stage and reason.",
             ("stage", "reason"),
             registry=r,
         )
-        self.panics = Counter(
+        self.panics = LoopCounter(
             "openflare_panics_total",
             "Unexpected exceptions turned into 500 responses by the recovery stage.",
             registry=r,
         )
-        self.upstream_errors = Counter(
+        self.upstream_errors = LoopCounter(
             "openflare_upstream_errors_total",
             "Failed upstream exchanges, by upstream and kind (connect, timeout, reset, protocol).",
             ("upstream", "kind"),
             registry=r,
         )
-        self.upstream_duration = Histogram(
+        self.upstream_duration = LoopHistogram(
             "openflare_upstream_duration_seconds",
             "Time from sending the upstream request to its response headers, by upstream.",
             ("upstream",),
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.stage_duration = Histogram(
+        self.stage_duration = LoopHistogram(
             "openflare_stage_duration_seconds",
             "Time spent in the pipeline stages that do real work (waf, ratelimit, cache_lookup).",
             ("stage",),
@@ -248,14 +331,14 @@ class Metrics:
             ),
             registry=r,
         )
-        self.waf_decisions = Counter(
+        self.waf_decisions = LoopCounter(
             "openflare_waf_decisions_total",
             "WAF rule matches by rule id and action (block, log, allow, would_block, bypass_cache)"
             ".",
             ("rule_id", "action"),
             registry=r,
         )
-        self.ratelimit_decisions = Counter(
+        self.ratelimit_decisions = LoopCounter(
             "openflare_ratelimit_total",
             "Rate-limit decisions by rule id and decision (allow, deny, would_block, error).",
             ("rule_id", "decision"),
@@ -267,7 +350,7 @@ class Metrics:
             ("backend",),
             registry=r,
         )
-        self.cache_operations = Counter(
+        self.cache_operations = LoopCounter(
             "openflare_cache_operations_total",
             "Cache outcomes by operation (hit, miss, bypass, store, expired, stale, revalidated, "
             "error, purge).",
@@ -285,12 +368,12 @@ class Metrics:
         )
         self.cache_requests = CacheRequestCollector()
         r.register(self.cache_requests)
-        self.cache_stale_served = Counter(
+        self.cache_stale_served = LoopCounter(
             "openflare_cache_stale_served_total",
             "Stale responses served (stale-while-revalidate, stale-if-error).",
             registry=r,
         )
-        self.cache_collapsed = Counter(
+        self.cache_collapsed = LoopCounter(
             "openflare_cache_collapsed_requests_total",
             "Requests that waited for another request's origin fetch instead of making their own.",
             registry=r,

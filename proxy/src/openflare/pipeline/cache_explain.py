@@ -3,7 +3,8 @@
 `CacheStage.__call__` hands a traced request here once. A full trace first writes down what the
 stage is about to decide — eligibility, the cache key and variant, the stored entry with its
 freshness arithmetic and the directives it came from, collapsing — using the stage's own
-matcher, bypass test, store and policy functions. A live request then runs the stage's normal
+matcher, bypass test, store and policy functions (the store read is `peek`: no move in the
+memory store's LRU order, no Redis TTL refresh). A live request then runs the stage's normal
 code (so what happens is exactly what would have happened untraced) and the outcome is added;
 an explain dry run stops there and reports the predicted outcome, without fetching, storing,
 collapsing, refreshing or counting a hit.
@@ -91,7 +92,7 @@ async def _stored(
     if vary is None:
         return None, None, None
     variant = variant_key(primary, vary, headers)
-    return vary, variant, await stage._store.get(variant)
+    return vary, variant, await stage._store.peek(variant)  # no LRU move, no TTL refresh
 
 
 async def plan(

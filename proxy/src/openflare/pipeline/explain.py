@@ -12,10 +12,13 @@ every other request, which is why each stage pays at most one `is not None` chec
   an effect: no rate-limit token is spent, no cache entry is stored or touched, no request is
   collapsed and nothing reaches the origin — `DryRunTerminal` ends that chain).
 
-The `explain` stage (after `normalize`, so the normalized path and route are known) decides
-whether a live request is traced; its factory returns `None` when neither tracing nor any
-route's Server-Timing is configured, so by default it is not in the chain at all. The stages
-write their own entries (`note_*` below, or `DecisionTrace.step`); `finish` assembles the record.
+The `explain` stage (right after `recovery`, before `limits`) decides whether a live request is
+traced, from the client IP and one header lookup, so a request `limits` or `normalize` refuses
+is traced too (`note_refusal`: the refusing stage, its status and reason); the
+`server_timing` stage (after `normalize`: it needs the normalized path to pick the route) adds
+Server-Timing. Each factory returns `None` when its feature is not configured, so by default
+neither is in the chain at all. The stages write their own entries (`note_*` below, or
+`DecisionTrace.step`); `finish` assembles the record.
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ if TYPE_CHECKING:
     from aiohttp import ClientResponse
     from multidict import CIMultiDict
 
+    from openflare.admin.auth import AuthFailures
     from openflare.config.loader import ConfigBundle
     from openflare.deps import Deps
     from openflare.observability.decision_traces import TraceState
+    from openflare.observability.logging import LogWriter
     from openflare.ratelimit.bucket import Decision, Limit
     from openflare.routing import Route
     from openflare.waf.compile import Ruleset
@@ -203,6 +208,13 @@ class DecisionTrace:
         if not decision.admitted:
             self.answered_by = "ratelimit"
 
+    def note_refusal(self, stage: str, status: int, reason: str, **details: Any) -> None:
+        """`limits` or `normalize` refused the request: the trace's last stage entry (details
+        that are None are left out)."""
+        kept = {name: value for name, value in details.items() if value is not None}
+        self.step(stage, "refuse", status=status, reason=reason, **kept)
+        self.answered_by = stage
+
     def note_route(self, route: Route | None) -> None:
         if route is None:
             self.step("route", "no_route")
@@ -249,7 +261,7 @@ class DecisionTrace:
             "dry_run": self.dry_run,
             "request": {
                 "method": exchange.method,
-                "host": exchange.host,
+                "host": exchange.host[:MAX_TARGET],  # unchecked yet when limits refuse
                 "target": request.raw_path[:MAX_TARGET],
                 "path": exchange.path or None,
                 "query": exchange.query[:MAX_TARGET] or None,
@@ -326,12 +338,16 @@ def encode_trace_header(record: dict[str, Any], cap: int) -> str:
     return _dumps({"request_id": request_id, "truncated": True, "full": brief["full"]})
 
 
-# --- the stage -------------------------------------------------------------------------------
+# --- the stages ------------------------------------------------------------------------------
 
 
 def _in_networks(
-    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], ip: str
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], ip: object
 ) -> bool:
+    """Never raises: anything that is not an IP address (None, '', 'unknown', a hostname, a
+    scoped or malformed address) is outside every network."""
+    if not isinstance(ip, str) or not ip:
+        return False
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
@@ -342,14 +358,20 @@ def _in_networks(
 
 
 class ExplainStage:
-    """Decides, once per request, whether it is traced and whether it gets Server-Timing."""
+    """Decides, once per request and before `limits`, whether a live request is traced (admin
+    token in the trace header, or a client IP in `trace_cidrs`); a traced request's trace is
+    finished and kept in the ring buffer on the way out. Being this early, a request refused
+    by `limits` or `normalize` is traced too (their refusal is the trace's last entry); the
+    decision needs only the client IP (from `request_id`) and one header lookup, and a bad
+    value of either means "not traced", never an error."""
 
     __slots__ = (
         "_token_header",
         "_admin_token",
         "_in_trace_cidrs",
-        "_timing_router",
         "_state",
+        "_failures",
+        "_log",
         "_header_cap",
         "_failure_limit",
         "_failure_window",
@@ -361,11 +383,12 @@ class ExplainStage:
         token_header: str | None,
         admin_token: str | None,
         trace_cidrs: tuple[str, ...],
-        timing_router: Router | None,
         state: TraceState,
+        failures: AuthFailures,
         header_cap: int,
         failure_limit: int,
         failure_window: float,
+        log: LogWriter | None = None,
     ) -> None:
         self._token_header = token_header if admin_token else None
         self._admin_token = admin_token
@@ -375,18 +398,26 @@ class ExplainStage:
             if networks
             else None
         )
-        self._timing_router = timing_router
         self._state = state
+        self._failures = failures  # shared with the admin listener (Deps.auth_failures)
+        self._log = log
         self._header_cap = header_cap
         self._failure_limit = failure_limit
         self._failure_window = failure_window
 
     def _trigger(self, exchange: Exchange) -> str:
-        """ "token", "cidr", or "" for a request that is not traced."""
+        """ "token", "cidr", or "" for a request that is not traced (also for any input the
+        decision cannot read: tracing never turns a request into a 500)."""
+        try:
+            return self._decide(exchange)
+        except Exception:
+            return ""
+
+    def _decide(self, exchange: Exchange) -> str:
         if self._token_header is not None:
             offered = exchange.request.headers.get(self._token_header)
             if offered is not None:
-                failures = self._state.token_failures
+                failures = self._failures
                 client = exchange.client_ip
                 limit, window = self._failure_limit, self._failure_window
                 if failures.retry_after(client, limit, window):
@@ -394,25 +425,25 @@ class ExplainStage:
                 if secret_matches(offered, self._admin_token):
                     return "token"
                 if limit > 0:
-                    failures.failed(client, window)
+                    count = failures.failed(client, window)
+                    if count == limit and self._log is not None:
+                        self._log.event(
+                            "warning",
+                            "admin_auth_locked",
+                            client_ip=client,
+                            failures=count,
+                            window_ms=round(window * 1000),
+                            via="trace_header",
+                        )
         if self._in_trace_cidrs is not None and self._in_trace_cidrs(exchange.client_ip):
             return "cidr"
         return ""
 
     async def __call__(self, exchange: Exchange, next: Handler) -> web.StreamResponse:
         trigger = self._trigger(exchange)
-        timing = False
-        if self._timing_router is not None:
-            route = self._timing_router.select(exchange.host, exchange.path)
-            timing = route is not None and route.server_timing
-        if not trigger and not timing:
+        if not trigger:
             return await next(exchange)
-        trace = DecisionTrace(
-            trigger=trigger or "server_timing",
-            full=bool(trigger),
-            server_timing=timing,
-            header_cap=self._header_cap,
-        )
+        trace = DecisionTrace(trigger=trigger, header_cap=self._header_cap)
         exchange.trace = trace
         status: int | None = None
         try:
@@ -420,32 +451,61 @@ class ExplainStage:
             status = response.status
             return response
         finally:
-            if trace.full:
-                if status is None and exchange.response is not None:
-                    status = exchange.response.status
-                self._state.buffer.add(exchange.request_id, trace.finish(exchange, status))
+            if status is None and exchange.response is not None:
+                status = exchange.response.status
+            self._state.buffer.add(exchange.request_id, trace.finish(exchange, status))
+
+
+class ServerTimingStage:
+    """After `normalize` (the route needs the normalized path): `Server-Timing` for a request
+    whose route has `server_timing: true` — a timing-only trace, or the switch on the full
+    trace the `explain` stage already made."""
+
+    __slots__ = ("_router",)
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    async def __call__(self, exchange: Exchange, next: Handler) -> web.StreamResponse:
+        route = self._router.select(exchange.host, exchange.path)
+        if route is not None and route.server_timing:
+            trace = exchange.trace
+            if trace is None:
+                exchange.trace = DecisionTrace(
+                    trigger="server_timing", full=False, server_timing=True
+                )
+            else:
+                trace.server_timing = True
+        return await next(exchange)
 
 
 def build(bundle: ConfigBundle, deps: Deps) -> ExplainStage | None:
+    """The `explain` stage: None (not in the chain) unless tracing of live requests is on."""
     proxy = bundle.proxy
     config = proxy.explain
-    routing = proxy.routing
-    timing = routing.default_server_timing or any(r.server_timing for r in routing.routes)
     token = bundle.admin_token if proxy.admin_api.enabled else None
-    tracing = config.trace_enabled and (bool(token) or bool(config.trace_cidrs))
-    if not timing and not tracing:
+    if not (config.trace_enabled and (bool(token) or bool(config.trace_cidrs))):
         return None
     deps.traces.buffer.resize(config.trace_buffer_size)
     return ExplainStage(
-        token_header=config.trace_header if tracing else None,
+        token_header=config.trace_header,
         admin_token=token,
-        trace_cidrs=config.trace_cidrs if tracing else (),
-        timing_router=Router(routing) if timing else None,
+        trace_cidrs=config.trace_cidrs,
         state=deps.traces,
+        failures=deps.auth_failures,
         header_cap=config.trace_header_max_bytes,
         failure_limit=proxy.admin_api.auth_failure_limit,
         failure_window=proxy.admin_api.auth_failure_window_ms / 1000,
+        log=deps.log,
     )
+
+
+def build_server_timing(bundle: ConfigBundle, deps: Deps) -> ServerTimingStage | None:
+    """The `server_timing` stage: None unless some route has `server_timing: true`."""
+    routing = bundle.proxy.routing
+    if not (routing.default_server_timing or any(r.server_timing for r in routing.routes)):
+        return None
+    return ServerTimingStage(Router(routing))
 
 
 # --- the dry run's end of the chain ----------------------------------------------------------

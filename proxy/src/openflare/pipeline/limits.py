@@ -48,11 +48,18 @@ class LimitsStage:
     async def __call__(self, exchange: Exchange, next: Handler) -> web.StreamResponse:
         request = exchange.request
         if len(request.raw_path) > self._max_uri:
-            return self._refuse(exchange, 414, "uri_too_long", "URI Too Long")
+            return self._refuse(
+                exchange, 414, "uri_too_long", "URI Too Long", len(request.raw_path), self._max_uri
+            )
         raw_headers = request.raw_headers
         if len(raw_headers) > self._max_header_count:
             return self._refuse(
-                exchange, 431, "too_many_headers", "Request Header Fields Too Large"
+                exchange,
+                431,
+                "too_many_headers",
+                "Request Header Fields Too Large",
+                len(raw_headers),
+                self._max_header_count,
             )
         header_bytes = 0
         for name, value in raw_headers:
@@ -63,16 +70,33 @@ class LimitsStage:
                 return self._refuse(exchange, 400, "header_not_utf8", "Bad Request")
         if header_bytes > self._max_header_bytes:
             return self._refuse(
-                exchange, 431, "headers_too_large", "Request Header Fields Too Large"
+                exchange,
+                431,
+                "headers_too_large",
+                "Request Header Fields Too Large",
+                header_bytes,
+                self._max_header_bytes,
             )
         declared = request.content_length
         if declared is not None and declared > self._max_body:
-            return self._refuse(exchange, 413, "body_too_large", "Content Too Large")
+            return self._refuse(
+                exchange, 413, "body_too_large", "Content Too Large", declared, self._max_body
+            )
         return await next(exchange)
 
-    def _refuse(self, exchange: Exchange, status: int, reason: str, message: str) -> web.Response:
+    def _refuse(
+        self,
+        exchange: Exchange,
+        status: int,
+        reason: str,
+        message: str,
+        size: int | None = None,
+        limit: int | None = None,
+    ) -> web.Response:
         self._metrics.reject("limits", reason)
         exchange.error = reason
+        if exchange.trace is not None:  # a traced request (pipeline/explain.py): say why
+            exchange.trace.note_refusal("limits", status, reason, size=size, limit=limit)
         response = plain_error(exchange, status, message)
         response.force_close()  # the rest of an oversized request is not worth reading
         return response

@@ -189,6 +189,8 @@ class NormalizeStage:
     def _refuse(self, exchange: Exchange, reason: str, status: int = 400) -> web.Response:
         self._metrics.reject("normalize", reason)
         exchange.error = reason
+        if exchange.trace is not None:  # a traced request (pipeline/explain.py): say why
+            exchange.trace.note_refusal("normalize", status, reason)
         phrase = HTTPStatus(status).phrase
         return plain_error(exchange, status, f"{phrase} ({reason.replace('_', ' ')})")
 

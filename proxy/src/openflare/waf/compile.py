@@ -197,28 +197,36 @@ def _legacy(condition: WafCondition) -> WafCondition:
     return condition
 
 
+def _searcher(compiled: re2._Regexp) -> Verifier:
+    """`compiled.search(value).span()`, without the `re2` module's per-call generator and
+    offset bookkeeping: one RE2 Match on the UTF-8 bytes; byte offsets become character
+    offsets only for a non-ASCII value that matched (RE2 matches at character boundaries)."""
+    match = compiled._regexp.Match
+    unanchored = re2._Anchor.UNANCHORED
+
+    def search(value: str) -> tuple[int, int] | None:
+        encoded = value.encode("utf-8")
+        start, end = match(unanchored, encoded, 0, len(encoded))[0]
+        if start < 0:
+            return None
+        if len(encoded) == len(value):
+            return start, end
+        start_chars = len(encoded[:start].decode("utf-8"))
+        return start_chars, start_chars + len(encoded[start:end].decode("utf-8"))
+
+    return search
+
+
 def _string_pattern(condition: WafCondition) -> tuple[str, Verifier]:
     op = condition.operator
     if op == "regex":
         assert condition.regex is not None
         pattern = "(?m)" + condition.regex
-        compiled = re2.compile(pattern, _options(VERIFY_MAX_MEM))
-
-        def verify_regex(value: str) -> tuple[int, int] | None:
-            found = compiled.search(value)
-            return found.span() if found is not None else None
-
-        return pattern, verify_regex
+        return pattern, _searcher(re2.compile(pattern, _options(VERIFY_MAX_MEM)))
     if op == "phrases":
         assert condition.phrases is not None
         pattern = "(?:" + "|".join(re2.escape(p) for p in condition.phrases) + ")"
-        compiled_phrases = re2.compile(pattern, _options(SET_MAX_MEM))
-
-        def verify_phrases(value: str) -> tuple[int, int] | None:
-            found = compiled_phrases.search(value)
-            return found.span() if found is not None else None
-
-        return pattern, verify_phrases
+        return pattern, _searcher(re2.compile(pattern, _options(SET_MAX_MEM)))
     text = getattr(condition, op)
     assert isinstance(text, str)
     escaped = re2.escape(text)

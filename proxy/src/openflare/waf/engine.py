@@ -132,6 +132,10 @@ class Evaluation:
                 for target in targets:
                     values.extend(request.values(target))
         else:
+            split = self._split(targets, chain)
+            if split is not None:
+                self._chains[key] = split
+                return split
             plan = self.ruleset.plans.get(key)
             parent: tuple[str, ...] = ()
             if plan is None:  # a chain no view uses (tests, tools): no intermediate caching
@@ -151,6 +155,31 @@ class Evaluation:
                     append((kind, name, value))
         self._chains[key] = values
         return values
+
+    def _split(self, targets: tuple[str, ...], chain: tuple[str, ...]) -> list[Value] | None:
+        """The per-value results of `chain`, read off the view's transformed joined text when
+        it has exactly one line per value — no transform then, the joined text having been
+        computed for the RE2 pass already. Sound because every transform works line by line
+        and no transform ever removes a line break: with no value holding a line break and no
+        line added by the chain (`base64_decode` finding something, a decoded `%0a`), line i
+        of the joined result is the chain applied to value i. Otherwise None: the caller
+        transforms value by value."""
+        base = self.transformed(targets, ())
+        if not base:
+            return None
+        breaks = len(base) - 1
+        raw = self.raw_text(targets)
+        if raw is None or raw.count("\n") != breaks:
+            return None  # a value holds a line break
+        text = self.text(targets, chain)
+        if text.count("\n") != breaks:
+            return None  # the chain added lines
+        if not breaks:
+            kind, name, _ = base[0]
+            return [(kind, name, text)]
+        return [
+            (kind, name, line) for (kind, name, _), line in zip(base, text.split("\n"), strict=True)
+        ]
 
     def hits(self, view_index: int) -> frozenset[int]:
         found = self._hits.get(view_index)

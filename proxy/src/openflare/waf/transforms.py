@@ -341,9 +341,21 @@ def remove_comments(value: str) -> str:
     A comment never spans lines, so one argument cannot comment out the next."""
     if "/*" not in value:
         return value
-    if "\n" in value:
-        return "\n".join([_remove_comments_line(line) for line in value.split("\n")])
-    return _remove_comments_line(value)
+    if "\n" not in value:
+        return _remove_comments_line(value)
+    out: list[str] = []  # only the lines holding "/*" change; the text between is copied
+    done = 0
+    size = len(value)
+    while (at := value.find("/*", done)) >= 0:
+        start = value.rfind("\n", done, at) + 1 or done
+        end = value.find("\n", at)
+        if end < 0:
+            end = size
+        out.append(value[done:start])
+        out.append(_remove_comments_line(value[start:end]))
+        done = end
+    out.append(value[done:])
+    return "".join(out)
 
 
 def _remove_comments_line(value: str) -> str:

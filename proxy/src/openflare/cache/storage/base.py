@@ -29,6 +29,11 @@ class CacheStore(Protocol):
 
     async def get(self, key: str) -> CacheEntry | None: ...
 
+    async def peek(self, key: str) -> CacheEntry | None:
+        """The stored entry like `get`, but without touching anything: no LRU move, no expiry
+        refresh, nothing removed (an explain dry run reads through this, pipeline/cache_explain)."""
+        ...
+
     async def get_vary(self, primary: str) -> tuple[str, ...] | None:
         """The header names the stored variants of `primary` vary on (None: nothing stored)."""
         ...

@@ -56,6 +56,15 @@ class MemoryStore:
         self._entries.move_to_end(key)
         return entry
 
+    async def peek(self, key: str) -> CacheEntry | None:
+        """`get` without its effects: the LRU order stays, an expired entry is left for the
+        sweep (None is returned for it all the same), and no hit is counted (only the cache
+        stage counts hits)."""
+        entry = self._entries.get(key)
+        if entry is None or entry.keep_until() < time.time():
+            return None
+        return entry
+
     async def get_vary(self, primary: str) -> tuple[str, ...] | None:
         return self._vary.get(primary)
 

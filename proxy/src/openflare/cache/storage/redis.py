@@ -174,6 +174,16 @@ class RedisStore:
             raise
         return decode_entry(raw) if raw else None
 
+    async def peek(self, key: str) -> CacheEntry | None:
+        """A plain `GET`, like `get`: nothing here refreshes a TTL (no `GETEX`, no `PEXPIRE`) or
+        counts a hit, so a read for an explanation leaves the entry as it was."""
+        try:
+            raw = await self._redis.get(self._entry_key(key))
+        except Exception as exc:
+            self._failed("peek", exc)
+            raise
+        return decode_entry(raw) if raw else None
+
     async def get_vary(self, primary: str) -> tuple[str, ...] | None:
         try:
             raw = await self._redis.get(self._prefix + "v:" + primary)
