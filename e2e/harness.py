@@ -270,8 +270,11 @@ class ProxyProcess(ManagedProcess):
             origin_url=origin_url,
             overrides=overrides,
         )
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path = workdir / f"{name}.yaml"
+        # a folder of its own: a directory watcher (OPENFLARE_WATCH=dir) must not see this
+        # proxy's log files or another proxy's config change
+        config_dir = workdir / f"{name}.config"
+        config_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = config_dir / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False), encoding="utf-8")
         super().__init__(
             name=name,
