@@ -156,17 +156,9 @@ def local_stack(stack: Stack) -> Stack:
 ProxyFactory = Callable[..., ProxyProcess]
 
 
-@pytest.fixture
-def proxy_factory(stack: Stack, tmp_path: Path) -> Iterator[ProxyFactory]:
-    """Start extra proxies for one test (local target only): `proxy_factory(overrides,
-    origin_url=..., env=...)` deep-merges `overrides` into the test config (lists are replaced)
-    and returns a started ProxyProcess; every proxy is stopped at the end of the test. `env` is
-    applied over the proxy's cleaned environment (`harness.clean_env` plus a random
-    OPENFLARE_ADMIN_TOKEN); a value of None removes the variable (e.g. OPENFLARE_ADMIN_TOKEN,
-    which must not be set next to OPENFLARE_ADMIN_TOKEN_FILE)."""
-    assert stack.origin is not None, "proxy_factory needs the local target"
+def _proxies(stack: Stack, workdir: Path) -> Iterator[ProxyFactory]:
+    """Start proxies in `workdir` on demand; stop them all when the generator is closed."""
     started: list[ProxyProcess] = []
-    counter = 0
 
     def start(
         overrides: dict[str, Any] | None = None,
@@ -174,14 +166,12 @@ def proxy_factory(stack: Stack, tmp_path: Path) -> Iterator[ProxyFactory]:
         origin_url: str | None = None,
         env: Mapping[str, str | None] | None = None,
     ) -> ProxyProcess:
-        nonlocal counter
-        counter += 1
         proxy = ProxyProcess(
-            tmp_path,
+            workdir,
             origin_url=origin_url or stack.origin_url,
             token=secrets.token_hex(16),
             overrides=overrides,
-            name=f"proxy{counter}",
+            name=f"proxy{len(started) + 1}",
         )
         for name, value in (env or {}).items():
             if value is None:
@@ -195,9 +185,23 @@ def proxy_factory(stack: Stack, tmp_path: Path) -> Iterator[ProxyFactory]:
             pytest.fail(str(exc))
         return proxy
 
-    yield start
-    for proxy in started:
-        proxy.stop()
+    try:
+        yield start
+    finally:
+        for proxy in started:
+            proxy.stop()
+
+
+@pytest.fixture
+def proxy_factory(stack: Stack, tmp_path: Path) -> Iterator[ProxyFactory]:
+    """Start extra proxies for one test (local target only): `proxy_factory(overrides,
+    origin_url=..., env=...)` deep-merges `overrides` into the test config (lists are replaced)
+    and returns a started ProxyProcess; every proxy is stopped at the end of the test. `env` is
+    applied over the proxy's cleaned environment (`harness.clean_env` plus a random
+    OPENFLARE_ADMIN_TOKEN); a value of None removes the variable (e.g. OPENFLARE_ADMIN_TOKEN,
+    which must not be set next to OPENFLARE_ADMIN_TOKEN_FILE)."""
+    assert stack.origin is not None, "proxy_factory needs the local target"
+    yield from _proxies(stack, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -207,29 +211,7 @@ def module_proxy_factory(
     """`proxy_factory` for a whole module (local target only): for modules whose many short
     tests share one proxy configuration; the proxies stop after the module's last test."""
     assert stack.origin is not None, "module_proxy_factory needs the local target"
-    workdir = tmp_path_factory.mktemp("module-proxies")
-    started: list[ProxyProcess] = []
-
-    def start(
-        overrides: dict[str, Any] | None = None, *, origin_url: str | None = None
-    ) -> ProxyProcess:
-        proxy = ProxyProcess(
-            workdir,
-            origin_url=origin_url or stack.origin_url,
-            token=secrets.token_hex(16),
-            overrides=overrides,
-            name=f"proxy{len(started) + 1}",
-        )
-        started.append(proxy)
-        try:
-            proxy.start_and_wait()
-        except StartError as exc:
-            pytest.fail(str(exc))
-        return proxy
-
-    yield start
-    for proxy in started:
-        proxy.stop()
+    yield from _proxies(stack, tmp_path_factory.mktemp("module-proxies"))
 
 
 @pytest.fixture(scope="module")
