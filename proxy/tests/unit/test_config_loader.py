@@ -109,6 +109,22 @@ def test_rule_file_errors_name_the_rule(tmp_path: Path) -> None:
     ]
 
 
+def test_waf_route_overrides_must_name_a_route(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "waf.yaml",
+        "routes:\n  - id: api\n    mode: shadow\n  - id: apii\n    mode: shadow\n"
+        "  - id: default\n    enabled: false\nrules: []\n",
+    )
+    routes = "  routes:\n    - id: api\n      path_prefix: /api/\n      upstream: origin\n"
+    main = write(tmp_path, "main.yaml", MINIMAL + routes + "rule_files:\n  waf: waf.yaml\n")
+    assert errors_of(main) == [
+        f"{tmp_path}/waf.yaml:4: routes[apii].id: unknown route id 'apii' (routes: api, default)"
+    ]
+    write(tmp_path, "waf.yaml", "routes:\n  - id: api\n    mode: shadow\nrules: []\n")
+    assert load_bundle(main, {"OPENFLARE_ADMIN_TOKEN": GOOD_TOKEN}).waf.routes[0].id == "api"
+
+
 def test_missing_waf_file_is_an_error_not_no_waf(tmp_path: Path) -> None:
     main = write(tmp_path, "main.yaml", MINIMAL + "rule_files:\n  waf: missing.yaml\n")
     assert errors_of(main) == [

@@ -21,6 +21,7 @@ from openflare.cache.rules import CacheRules
 from openflare.config.models import Location, ProxyConfig, reference_errors
 from openflare.config.rules import RuleFile, rule_reference_errors
 from openflare.ratelimit.rules import RateLimitRules
+from openflare.routing import DEFAULT_ROUTE_ID
 from openflare.waf.rules import WafRules
 
 DEFAULT_CONFIG_PATH = "configs/proxy.dev.yaml"
@@ -304,6 +305,17 @@ def _set_redis_url(data: dict[str, Any], section: tuple[str, ...], key: str, url
     node[key] = url
 
 
+def waf_route_errors(waf: WafRules, proxy: ProxyConfig) -> list[tuple[Location, str]]:
+    """A WAF `routes[].id` must name a route the proxy has (a typo would silently leave the
+    route in the file-wide mode)."""
+    known = [route.id for route in proxy.routing.routes] + [DEFAULT_ROUTE_ID]
+    return [
+        (("routes", i, "id"), f"unknown route id {override.id!r} (routes: {', '.join(known)})")
+        for i, override in enumerate(waf.routes)
+        if override.id not in known
+    ]
+
+
 def load_bundle(
     path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
 ) -> ConfigBundle:
@@ -367,6 +379,8 @@ def load_bundle(
         rules = _validate(rule_doc, model, issues)
         if rules is not None:
             issues.extend(_issue(rule_doc, loc, r) for loc, r in rule_reference_errors(rules))
+            if isinstance(rules, WafRules) and proxy is not None:
+                issues.extend(_issue(rule_doc, loc, r) for loc, r in waf_route_errors(rules, proxy))
             loaded[key] = rules
 
     if issues or proxy is None:
