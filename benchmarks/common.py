@@ -10,17 +10,18 @@ import http.client
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from harness import ManagedProcess, clean_env
+from harness import free_port as free_port  # re-exported: the benchmark scripts import it here
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO / "benchmarks"
@@ -33,15 +34,6 @@ SIZES = {"1k": 1024, "64k": 64 * 1024}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 START_TIMEOUT_S = 30.0
-# Variables that would make the proxy read other files than the config we write for it.
-PROXY_ENV_OVERRIDES = (
-    "OPENFLARE_CONFIG",
-    "OPENFLARE_WAF_RULES",
-    "OPENFLARE_CACHE_RULES",
-    "OPENFLARE_RATE_LIMIT_RULES",
-    "OPENFLARE_ADMIN_TOKEN",
-    "ADMIN_TOKEN",
-)
 
 
 def log(message: str) -> None:
@@ -56,12 +48,6 @@ def env_int(name: str, default: int) -> int:
 def env_float(name: str, default: float) -> float:
     value = os.environ.get(name, "").strip()
     return float(value) if value else default
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def require_tool(name: str) -> str:
@@ -177,42 +163,23 @@ def core_busy(
 # processes
 
 
-@dataclass
-class Managed:
-    """A subprocess with its output in files, CPU accounting and a bounded stop."""
+class Managed(ManagedProcess):
+    """The E2E harness's process (output in files, bounded stop) in a session of its own, with
+    CPU and memory readings from /proc."""
 
-    name: str
-    argv: list[str]
-    workdir: Path
-    env: dict[str, str] | None = None
-    tree: bool = False  # count the CPU of its children too (nginx master + workers)
-    proc: subprocess.Popen[bytes] | None = None
-    stdout_path: Path = field(init=False)
-    stderr_path: Path = field(init=False)
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        tree: bool = False,
+    ) -> None:
+        super().__init__(name, argv, workdir, env or proxy_env(), own_session=True)
+        self.tree = tree  # count the CPU of its children too (nginx master + workers)
 
-    def __post_init__(self) -> None:
-        self.stdout_path = self.workdir / f"{self.name}.stdout.log"
-        self.stderr_path = self.workdir / f"{self.name}.stderr.log"
-
-    def start(self) -> None:
-        with self.stdout_path.open("ab") as out, self.stderr_path.open("ab") as err:
-            self.proc = subprocess.Popen(
-                self.argv,
-                cwd=self.workdir,
-                env=self.env,
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+    def wait_port(self, port: int, timeout: float = START_TIMEOUT_S) -> None:
+        super().wait_port(port, timeout)  # a busy machine starts several servers at once
 
     def pids(self) -> list[int]:
         return [self.pid, *children_of(self.pid)] if self.tree else [self.pid]
@@ -223,46 +190,11 @@ class Managed:
     def rss(self) -> int:
         return sum(rss_bytes(pid) for pid in self.pids())
 
-    def tail(self, limit: int = 3000) -> str:
-        parts = []
-        for path in (self.stdout_path, self.stderr_path):
-            text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
-            parts.append(f"--- {path.name} ---\n{text[-limit:]}")
-        return "\n".join(parts)
-
-    def truncate_output(self) -> None:
-        """Drop what the process logged so far (it writes with O_APPEND, so this is safe)."""
-        for path in (self.stdout_path, self.stderr_path):
-            if path.exists():
-                os.truncate(path, 0)
-
-    def wait_port(self, port: int, timeout: float = START_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"{self.name} exited early\n{self.tail()}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"{self.name}: port {port} not open after {timeout}s\n{self.tail()}")
-
-    def stop(self, grace: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: nothing else is in it
-            self.proc.wait(timeout=5)
-
 
 def proxy_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in PROXY_ENV_OVERRIDES}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    """The environment without the variables that would make a proxy read other files (or
+    another Redis) than the config we write for it."""
+    return clean_env()
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,4 +390,6 @@ def machine_description() -> dict[str, str]:
         "uvloop": uvloop_version,
         "nginx": tool_version([require_tool("nginx"), "-v"]).split("/")[-1],
         "wrk": tool_version([require_tool("wrk"), "--version"]).split(" [")[0],
+        # "Redis server v=7.0.15 sha=…" (the Redis scenarios; "not found" when not installed)
+        "redis": tool_version(["redis-server", "--version"]).split(" sha=")[0].split("v=")[-1],
     }

@@ -42,6 +42,7 @@ def run_wrk(
     threads: int = 1,
     timeout_s: float = 5.0,
     report: bool = True,
+    script: str = "",
 ) -> WrkResult:
     argv = [
         require_tool("wrk"),
@@ -51,8 +52,8 @@ def run_wrk(
         f"--timeout={timeout_s:g}s",
         "--latency",
     ]
-    if report:
-        argv += ["-s", str(REPORT_SCRIPT)]
+    if report:  # a scenario's own script loads report.lua itself
+        argv += ["-s", str(BENCH_DIR / "wrk" / script if script else REPORT_SCRIPT)]
     argv.append(url)
     result = subprocess.run(
         pinning.wrap(argv, "loadgen"),

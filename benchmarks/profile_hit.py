@@ -6,7 +6,11 @@ the proxy with py-spy for `--seconds` (cProfile when py-spy is missing or not al
 Writes the top functions by own time and by inclusive time to
 benchmarks/results/profile-{full,plain}-{hit,pass}.md (raw samples under results/raw/).
 
-    python -m benchmarks.profile_hit [--plain] [--seconds 10] [--path /1k.bin]
+    python -m benchmarks.profile_hit [--plain] [--redis] [--seconds 10] [--path /1k.bin]
+
+`--redis` puts the cache (and, with the WAF and rate limiting on, the rate-limit buckets) in a
+redis-server the script starts on the load generator's core: what a replica pays for sharing
+(profile-*-redis-*.md).
 """
 
 from __future__ import annotations
@@ -26,7 +30,14 @@ from pathlib import Path
 
 from benchmarks.common import RAW, RESULTS, Pinning, log, probe, require_tool
 from benchmarks.loadgen import REPORT_SCRIPT
-from benchmarks.servers import OpenFlareLaunch, start_origin
+from benchmarks.servers import (
+    OpenFlareLaunch,
+    RedisServer,
+    redis_overrides,
+    redis_rate_limit,
+    start_origin,
+    start_redis,
+)
 
 TOP = 25
 # frames every sample of the event loop passes through: no information in their inclusive time
@@ -113,6 +124,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--path", default="/1k.bin")
     parser.add_argument("--cprofile", action="store_true", help="use cProfile, not py-spy")
+    parser.add_argument("--redis", action="store_true", help="cache and limits in Redis")
     args = parser.parse_args()
     pinning = Pinning.plan()
     pinning.pin_self()
@@ -123,8 +135,13 @@ def main() -> int:
     origin = start_origin(workdir, pinning)
     full = not args.plain
     launch = OpenFlareLaunch("profiled", workdir, pinning, origin.port, full, full, None)
+    redis: RedisServer | None = None
     cprofile_out = workdir / "cprofile.out"
     try:
+        if args.redis:
+            redis = start_redis(workdir, pinning)
+            launch.overrides = redis_overrides(launch.name, redis.url)
+            launch.rate_limit_file = redis_rate_limit(workdir, launch.name, redis.url)
         launch.launch()
         if not use_pyspy:  # restart the same config under cProfile
             assert launch.process is not None
@@ -156,7 +173,8 @@ def main() -> int:
         )
         time.sleep(1.0)
         title = (
-            f"Profile of OpenFlare ({'plain' if args.plain else 'WAF + rate limit'}, "
+            f"Profile of OpenFlare ({'plain' if args.plain else 'WAF + rate limit'}"
+            f"{', cache and limits in Redis' if args.redis else ''}, "
             f"GET {args.path}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"
         )
         if use_pyspy:
@@ -206,13 +224,16 @@ def main() -> int:
             total, other = int(1e6), 0
             title += " — cProfile (deterministic; inflates small calls)"
         rps = next((ln for ln in wrk_out.splitlines() if "Requests/sec" in ln), "?")
-        name = ("plain" if args.plain else "full") + ("-pass" if "nostore" in args.path else "-hit")
+        name = ("plain" if args.plain else "full") + ("-redis" if args.redis else "")
+        name += "-pass" if "nostore" in args.path else "-hit"
         path = write_report(name, f"{title} — wrk: {rps.strip()}", total, other, own, inclusive)
         print(path.read_text())
         return 0
     finally:
         if launch.process is not None:
             launch.process.stop()
+        if redis is not None:
+            redis.stop()
         origin.process.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -27,12 +27,12 @@ import asyncio
 import io
 import json
 import shutil
-import socket
 import statistics
-import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -46,6 +46,10 @@ from openflare.ratelimit.bucket import Limit
 from openflare.ratelimit.memory import MemoryBackend
 from openflare.ratelimit.redis import RedisBackend
 from openflare.ratelimit.rules import RateLimitRules, RedisBackendConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the `benchmarks` package importable
+from benchmarks.servers import RedisServer, start_redis  # noqa: E402
 
 RUNS = 5
 
@@ -152,12 +156,6 @@ async def bench_stage() -> float:
     return statistics.median(results)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def bench_redis(url: str) -> dict[str, float]:
     log_stream = io.BytesIO()
     log = LogWriter(log_stream)
@@ -241,43 +239,18 @@ def main() -> None:
     results.update(bench_local())
     results["stage, local backend (2 matching rules)"] = run_async(bench_stage)
 
-    server: subprocess.Popen[bytes] | None = None
+    server: RedisServer | None = None
+    workdir = Path(tempfile.mkdtemp(prefix="rl-bench-"))
     url = args.redis_url
-    if url is None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server not found: install it or pass --redis-url")
-        port = free_port()
-        workdir = tempfile.mkdtemp(prefix="rl-bench-")
-        server = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                workdir,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        url = f"redis://127.0.0.1:{port}/0"
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.02)
     try:
+        if url is None:
+            server = start_redis(workdir)
+            url = server.url
         results.update(run_async(lambda: bench_redis(url)))
     finally:
         if server is not None:
-            server.terminate()
-            server.wait(timeout=10)
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
     if args.json:
         print(json.dumps({k: round(v, 2) for k, v in results.items()}, indent=2))

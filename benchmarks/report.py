@@ -14,13 +14,26 @@ from benchmarks.common import DOC, RESULTS
 
 DOC_BEGIN = "<!-- bench:begin (written by `make bench`; edit around it) -->"
 DOC_END = "<!-- bench:end -->"
-FAMILY_COLORS = {"peer": "#6a9f58", "ceiling": "#4e79a7", "of": "#f28e2b"}
+FAMILY_COLORS = {
+    "peer": "#6a9f58",
+    "ceiling": "#4e79a7",
+    "of": "#f28e2b",
+    "of-redis": "#edc948",
+}
+FAMILY_LABELS = {
+    "peer": "nginx (peer)",
+    "ceiling": "aiohttp ceiling",
+    "of": "OpenFlare",
+    "of-redis": "OpenFlare, cache / limits in Redis",
+}
 
 
 def _family(server: str) -> str:
     if server.startswith("peer"):
         return "peer"
-    return "ceiling" if server == "ceiling" else "of"
+    if server == "ceiling":
+        return server
+    return "of-redis" if server.endswith("redis") else "of"
 
 
 def _num(value: float, digits: int = 0) -> str:
@@ -44,6 +57,7 @@ def machine_line(data: dict[str, Any]) -> str:
         f"{m['nproc']} CPUs ({m['cpus_usable']} usable), {m['cpu']}, {m['memory']} RAM, "
         f"Linux {m['kernel']}; Python {m['python']}, aiohttp {m['aiohttp']}, "
         f"uvloop {m['uvloop']}; nginx {m['nginx']}; {m['wrk']}"
+        + (f"; redis-server {m['redis']}" if m.get("redis", "not found") != "not found" else "")
     )
 
 
@@ -76,7 +90,8 @@ def markdown(data: dict[str, Any], image: str | None) -> str:
         lines.append("")
     lines.append(
         "| Scenario | req/s (median) | min – max | p50 ms | p99 ms | server CPU % "
-        "| server CPU µs/req | wrk + origin CPU % | other load % | origin req/run | check |"
+        "| server CPU µs/req | wrk + origin (+ Redis) CPU % | other load % | origin req/run "
+        "| check |"
     )
     lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in data["summary"]:
@@ -119,6 +134,10 @@ def markdown(data: dict[str, Any], image: str | None) -> str:
             f"{_num(ratio['cpu_median'], 2)} |"
         )
     lines.append("")
+    shared = [row for row in data["summary"] if row.get("redis_per_request") is not None]
+    if shared:
+        lines.append(shared_state_markdown(shared))
+        lines.append("")
     if data.get("memory"):
         lines.append("Memory (fresh proxy, memory store; RSS from /proc):")
         lines.append("")
@@ -154,6 +173,25 @@ def markdown(data: dict[str, Any], image: str | None) -> str:
         lines.append("")
         lines.extend(f"- {note}" for note in notes)
         lines.append("")
+    return "\n".join(lines)
+
+
+def shared_state_markdown(rows: list[dict[str, Any]]) -> str:
+    """What sharing costs besides the proxy's own CPU: Redis's work for each request (it runs on
+    the load generator's core, so the table above does not bill it to the server)."""
+    lines = [
+        "Shared state: a real redis-server on the load generator's core; per answered request "
+        "(median of rounds):",
+        "",
+        "| Scenario | Redis commands | Redis CPU µs | proxy CPU µs | proxy + Redis CPU µs |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        redis_us = row["redis_cpu_us_per_req"]
+        lines.append(
+            f"| {row['label']} | {row['redis_per_request']:.2f} | {_num(redis_us)} | "
+            f"{_num(row['cpu_us_per_req'])} | {_num(row['cpu_us_per_req'] + redis_us)} |"
+        )
     return "\n".join(lines)
 
 
@@ -215,11 +253,10 @@ def chart(data: dict[str, Any], path: Path) -> None:
     )
     ax_rps.set_xlabel("requests per second (median of rounds; whiskers: min–max)")
     ax_rps.set_title("Throughput: one server process, 64 keep-alive connections (wrk)")
+    families = dict.fromkeys(_family(row["server"]) for row in summary)
     ax_rps.legend(
         handles=[
-            Patch(color=FAMILY_COLORS["peer"], label="nginx (peer)"),
-            Patch(color=FAMILY_COLORS["ceiling"], label="aiohttp ceiling"),
-            Patch(color=FAMILY_COLORS["of"], label="OpenFlare"),
+            *(Patch(color=FAMILY_COLORS[f], label=FAMILY_LABELS[f]) for f in families),
             Patch(facecolor="white", edgecolor="black", hatch="//", label="failed a check"),
         ],
         loc="lower right",

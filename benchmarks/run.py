@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from benchmarks.common import (
     machine_description,
     origin_requests_between,
     probe,
+    process_ticks,
     require_tool,
     settle_origin,
     stub_requests,
@@ -57,9 +59,13 @@ from benchmarks.memory import memory_check
 from benchmarks.servers import (
     OpenFlare,
     OpenFlareLaunch,
+    RedisServer,
+    redis_overrides,
+    redis_rate_limit,
     start_ceiling,
     start_origin,
     start_peer,
+    start_redis,
 )
 
 # wrk + origin using this much of their core: the figure may be bound by the load generator
@@ -71,11 +77,13 @@ CLIENT_BOUND_NOTE = "load generator saturated (wrk + origin ≥ 90 % of their co
 class Scenario:
     key: str
     label: str
-    server: str  # peer-cache | peer-pass | ceiling | of | of-full
+    server: str  # peer-cache | peer-pass | ceiling | of | of-full | of-redis | of-full-redis
     path: str
     size: str  # 1k | 64k
     origin: str  # none: must never reach the origin; all: every request must
     hit: str = ""  # nginx | openflare: prove a HIT before the run
+    redis_per_request: int = 0  # Redis round trips each request needs (0: no Redis)
+    script: str = ""  # a wrk Lua script of benchmarks/wrk/ that shapes each request
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -95,6 +103,40 @@ SCENARIOS: tuple[Scenario, ...] = (
         "1k",
         "none",
         "openflare",
+    ),
+    # the same, but no two requests alike to the WAF: its memos only help real repeats
+    Scenario(
+        "of-full-new-1k",
+        "OpenFlare HIT + WAF + rate limit, each request new to the WAF, 1 KB",
+        "of-full",
+        "/1k.bin",
+        "1k",
+        "none",
+        "openflare",
+        script="new_header_each.lua",
+    ),
+    # what a replica pays for sharing its cache and limits (docs/12 "Scaling past one core"): a
+    # HIT reads the entry's Vary list and the entry (2 round trips), a rate-limit decision is one
+    # script call; right after their memory-store twins, so a round's drift hits both alike
+    Scenario(
+        "of-redis-hit-1k",
+        "OpenFlare cache HIT, Redis store, 1 KB",
+        "of-redis",
+        "/1k.bin",
+        "1k",
+        "none",
+        "openflare",
+        redis_per_request=2,
+    ),
+    Scenario(
+        "of-redis-full-hit-1k",
+        "OpenFlare HIT + WAF + RL, Redis cache + limits, 1 KB",
+        "of-full-redis",
+        "/1k.bin",
+        "1k",
+        "none",
+        "openflare",
+        redis_per_request=3,
     ),
     Scenario(
         "of-pass-1k",
@@ -128,6 +170,12 @@ SCENARIOS: tuple[Scenario, ...] = (
 RATIOS: tuple[tuple[str, str, str, float | None], ...] = (
     ("OpenFlare HIT + WAF + RL / ceiling, 1 KB", "of-full-hit-1k", "ceiling-1k", 0.75),
     ("OpenFlare HIT / ceiling, 1 KB", "of-hit-1k", "ceiling-1k", None),
+    (
+        "OpenFlare HIT + WAF + RL, each request new to the WAF / ceiling, 1 KB",
+        "of-full-new-1k",
+        "ceiling-1k",
+        None,
+    ),
     ("OpenFlare pass-through / ceiling, 1 KB", "of-pass-1k", "ceiling-1k", 0.45),
     ("OpenFlare HIT / nginx HIT, 64 KB", "of-hit-64k", "nginx-hit-64k", 0.75),
     ("OpenFlare HIT / nginx HIT, 1 KB", "of-hit-1k", "nginx-hit-1k", None),
@@ -136,6 +184,20 @@ RATIOS: tuple[tuple[str, str, str, float | None], ...] = (
     ("OpenFlare HIT / ceiling, 64 KB", "of-hit-64k", "ceiling-64k", None),
     ("OpenFlare pass-through / nginx pass-through, 64 KB", "of-pass-64k", "nginx-pass-64k", None),
     ("ceiling / nginx HIT, 1 KB", "ceiling-1k", "nginx-hit-1k", None),
+    ("OpenFlare HIT, Redis store / memory store, 1 KB", "of-redis-hit-1k", "of-hit-1k", None),
+    (
+        "OpenFlare HIT + WAF + RL, Redis cache + limits / memory, 1 KB",
+        "of-redis-full-hit-1k",
+        "of-full-hit-1k",
+        None,
+    ),
+)
+# OpenFlare processes: (name, WAF and rate limiting on, cache and limits in Redis)
+OPENFLARE_SERVERS = (
+    ("of", False, False),
+    ("of-full", True, False),
+    ("of-redis", False, True),
+    ("of-full-redis", True, True),
 )
 
 
@@ -188,6 +250,8 @@ class RunResult:
     errors: dict[str, int]
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    redis_per_request: float | None = None  # Redis commands per answered request
+    redis_cpu_us_per_req: float | None = None  # redis-server's CPU time per answered request
 
     @property
     def ok(self) -> bool:
@@ -205,10 +269,19 @@ class Snapshot:
     own_cpu: float  # this harness, seconds
     wrk_cpu: float  # waited-for children of this harness (wrk), seconds
     origin_count: int
+    redis_ticks: int  # 0 without Redis
+    redis_commands: int
 
     @classmethod
-    def take(cls, server: Managed, origin: Managed, origin_port: int) -> Snapshot:
+    def take(
+        cls, server: Managed, origin: Managed, origin_port: int, redis: RedisServer | None
+    ) -> Snapshot:
         count = stub_requests(origin_port)
+        commands = redis_ticks = 0
+        if redis is not None:
+            with redis.client() as client:
+                commands = int(client.info("stats")["total_commands_processed"])
+            redis_ticks = process_ticks(redis.process.pid)
         me = resource.getrusage(resource.RUSAGE_SELF)
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         return cls(
@@ -219,6 +292,8 @@ class Snapshot:
             own_cpu=me.ru_utime + me.ru_stime,
             wrk_cpu=kids.ru_utime + kids.ru_stime,
             origin_count=count,
+            redis_ticks=redis_ticks,
+            redis_commands=commands,
         )
 
 
@@ -233,6 +308,7 @@ class Bench:
         self.cpu_of: dict[str, Managed] = {}
         self.logs_of: dict[str, list[Path]] = {}
         self.scenarios = [s for s in SCENARIOS if not settings.only or s.key in settings.only]
+        self.redis: RedisServer | None = None
 
     # --- processes -------------------------------------------------------------------------
 
@@ -249,12 +325,20 @@ class Bench:
         if "ceiling" in wanted:
             ceiling = start_ceiling(workdir, pinning, wait=False)
             self.processes.append(ceiling.process)
+        if any(s.redis_per_request for s in self.scenarios):
+            self.redis = start_redis(workdir, pinning)
+            log(f"redis-server on port {self.redis.port}")
         launches: list[OpenFlareLaunch] = []
-        for name, full in (("of", False), ("of-full", True)):
-            if name in wanted:
-                launch = OpenFlareLaunch(name, workdir, pinning, self.origin.port, full, full, None)
-                launch.launch()
-                launches.append(launch)
+        for name, full, shared in OPENFLARE_SERVERS:
+            if name not in wanted:
+                continue
+            launch = OpenFlareLaunch(name, workdir, pinning, self.origin.port, full, full, None)
+            if shared:
+                assert self.redis is not None
+                launch.overrides = redis_overrides(name, self.redis.url)
+                launch.rate_limit_file = redis_rate_limit(workdir, name, self.redis.url)
+            launch.launch()
+            launches.append(launch)
         self.origin.process.wait_port(self.origin.port)
         log(f"origin nginx on port {self.origin.port}")
         if peer is not None:
@@ -285,6 +369,8 @@ class Bench:
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+        if self.redis is not None:
+            self.redis.stop()
 
     # --- one run ---------------------------------------------------------------------------
 
@@ -324,16 +410,20 @@ class Bench:
         if not settle_origin(self.origin.port):
             notes.append("the origin was still getting requests from an earlier run")
         server = self.cpu_of[scenario.server]
-        before = Snapshot.take(server, self.origin.process, self.origin.port)
-        result = run_wrk(self.pinning, url, seconds=s.seconds, connections=s.connections)
-        after = Snapshot.take(server, self.origin.process, self.origin.port)
+        before = Snapshot.take(server, self.origin.process, self.origin.port, self.redis)
+        result = run_wrk(
+            self.pinning, url, seconds=s.seconds, connections=s.connections, script=scenario.script
+        )
+        after = Snapshot.take(server, self.origin.process, self.origin.port, self.redis)
         wall = after.wall - before.wall
         server_cpu = (after.server_ticks - before.server_ticks) / CLK_TCK
         origin = origin_requests_between(before.origin_count, after.origin_count)
+        redis_cpu = (after.redis_ticks - before.redis_ticks) / CLK_TCK
         # CPU on our cores that none of our processes used: other work on a shared machine
         ours = (
             (after.server_ticks - before.server_ticks + after.origin_ticks - before.origin_ticks)
             / CLK_TCK
+            + redis_cpu
             + after.own_cpu
             - before.own_cpu
             + after.wrk_cpu
@@ -362,19 +452,32 @@ class Bench:
                 )
             elif origin > 1.05 * result.requests + 2 * s.connections:
                 notes.append(f"origin saw {origin} requests for {result.requests} answered")
-        if scenario.server in ("of", "of-full"):
+        redis_per_request = redis_cpu_us = None
+        if scenario.redis_per_request and result.requests:
+            # the two INFO readings are commands too
+            commands = after.redis_commands - before.redis_commands - 1
+            redis_per_request = commands / result.requests
+            redis_cpu_us = redis_cpu / result.requests * 1e6
+            if redis_per_request < 0.95 * scenario.redis_per_request:
+                failures.append(
+                    f"Redis ran {commands} commands for {result.requests} requests (must be "
+                    f"{scenario.redis_per_request} a request: a backend failing open?)"
+                )
+        if scenario.server in self.openflare:
             lines = self._access_lines(scenario.server)
             if lines < 0.9 * result.requests:
                 notes.append(f"access log: {lines} lines for {result.requests} requests")
         for path in self.logs_of[scenario.server]:
             if path.exists():
                 os.truncate(path, 0)  # opened with O_APPEND by the server: safe
+        # everything on the load generator's core: wrk, the origin and Redis
         loadgen = (
             100.0
             * (
                 (after.origin_ticks - before.origin_ticks) / CLK_TCK
                 + after.wrk_cpu
                 - before.wrk_cpu
+                + redis_cpu
             )
             / wall
         )
@@ -398,6 +501,8 @@ class Bench:
             errors=result.errors,
             failures=failures,
             notes=notes,
+            redis_per_request=redis_per_request,
+            redis_cpu_us_per_req=redis_cpu_us,
         )
 
     def _access_lines(self, server: str) -> int:
@@ -455,9 +560,16 @@ def summarize(results: list[RunResult], scenarios: list[Scenario]) -> list[dict[
                     for note in dict.fromkeys(n for r in runs for n in r.notes)
                 ],
                 "rounds": len(runs),
+                "redis_per_request": _median_of(r.redis_per_request for r in good),
+                "redis_cpu_us_per_req": _median_of(r.redis_cpu_us_per_req for r in good),
             }
         )
     return rows
+
+
+def _median_of(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
 
 
 def ratios(results: list[RunResult], rounds: int) -> list[dict[str, Any]]:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from benchmarks.common import (
     BENCH_DIR,
     CONFIGS,
@@ -28,9 +30,13 @@ from benchmarks.common import (
     started_stages,
     write_yaml,
 )
+from redis_support import RedisServer
 
 WAF_RULES = CONFIGS / "rules.waf.yaml"
 BENCH_RATE_LIMIT = BENCH_DIR / "configs" / "rate-limit.bench.yaml"
+# What a production Redis for the shared cache is told (docs/03-cache.md): bounded, and
+# evicting the least recently used entries when full.
+REDIS_SETTINGS = {"maxmemory": "256mb", "maxmemory-policy": "allkeys-lru"}
 
 
 def write_documents(root: Path) -> dict[str, bytes]:
@@ -139,11 +145,39 @@ def start_ceiling(workdir: Path, pinning: Pinning, wait: bool = True) -> Ceiling
     ]
     env = proxy_env()
     env["PYTHONPATH"] = str(BENCH_DIR.parent)
-    process = Managed("ceiling", pinning.wrap(argv, "server"), workdir, env=env)
+    process = Managed("ceiling", pinning.wrap(argv, "server"), workdir, env)
     process.start()
     if wait:
         process.wait_port(port)
     return Ceiling(process, port)
+
+
+def start_redis(workdir: Path, pinning: Pinning | None = None) -> RedisServer:
+    """A real redis-server (the E2E suite's, e2e/redis_support.py) on a free loopback port,
+    persistence off, bounded like a production cache; on the load generator's core, so the
+    proxy under test keeps its core to itself."""
+    require_tool("redis-server")
+    server = RedisServer(workdir / "redis")
+    if pinning is not None:
+        server.process.argv = pinning.wrap(server.process.argv, "loadgen")
+    server.start()
+    with server.client() as client:
+        for name, value in REDIS_SETTINGS.items():
+            client.config_set(name, value)
+    return server
+
+
+def redis_overrides(name: str, url: str) -> dict[str, Any]:
+    """Config overrides for the Redis cache store (keys of their own per proxy: two proxies of
+    one run must not answer from each other's entries)."""
+    return {"cache": {"store": "redis", "redis_url": url, "redis_key_prefix": f"{name}:cache:"}}
+
+
+def redis_rate_limit(workdir: Path, name: str, url: str) -> Path:
+    """The benchmark's rate-limit rules with the Redis backend (one bucket for every replica)."""
+    rules = yaml.safe_load(BENCH_RATE_LIMIT.read_text())
+    rules["backend"] = {"type": "redis", "redis": {"url": url, "key_prefix": f"{name}:rl:"}}
+    return write_yaml(workdir / f"{name}.rate-limit.yaml", rules)
 
 
 @dataclass
@@ -157,6 +191,7 @@ class OpenFlareLaunch:
     waf: bool
     rate_limit: bool
     overrides: dict[str, Any] | None
+    rate_limit_file: Path = BENCH_RATE_LIMIT
     port: int = 0
     admin_port: int = 0
     config_path: Path = Path()
@@ -169,7 +204,7 @@ class OpenFlareLaunch:
             admin_port=self.admin_port,
             origin_port=self.origin_port,
             waf=WAF_RULES if waf else None,
-            rate_limit=BENCH_RATE_LIMIT if rate_limit else None,
+            rate_limit=self.rate_limit_file if rate_limit else None,
             overrides=self.overrides,
         )
         write_yaml(self.config_path, data)
@@ -216,7 +251,7 @@ class OpenFlareLaunch:
         raise RuntimeError(f"{self.name}: config does not load:\n{output}")
 
     def _tail(self) -> str:
-        return self.process.tail() if self.process is not None else ""
+        return self.process.output(3000) if self.process is not None else ""
 
     def wait_ready(self) -> OpenFlare:
         from benchmarks.common import START_TIMEOUT_S

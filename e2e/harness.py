@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,13 +124,17 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 @dataclass
 class ManagedProcess:
-    """A subprocess whose stdout/stderr go to files, with a bounded stop."""
+    """A subprocess whose stdout/stderr go to files, with a bounded stop. The benchmark harness
+    (benchmarks/common.py) builds on it too."""
 
     name: str
     argv: list[str]
     workdir: Path
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
+    # a session (process group) of its own: a Ctrl-C on the harness does not reach it, and a
+    # stop that has to kill takes its whole group (nginx's master and its workers)
+    own_session: bool = False
     stdout_path: Path = field(init=False)
     stderr_path: Path = field(init=False)
 
@@ -147,6 +152,7 @@ class ManagedProcess:
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
+                start_new_session=self.own_session,
             )
 
     @property
@@ -191,6 +197,19 @@ class ManagedProcess:
             f"{self.name}: {url} not ready after {timeout}s ({last})\n" + self.output()
         )
 
+    def wait_port(self, port: int, timeout: float = START_TIMEOUT_S) -> None:
+        """Until 127.0.0.1:`port` accepts a connection; fail with the output if we die first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise StartError(f"{self.name} exited early\n{self.output()}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise StartError(f"{self.name}: port {port} not open after {timeout}s\n{self.output()}")
+
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
@@ -208,7 +227,10 @@ class ManagedProcess:
             try:
                 self.proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                if self.own_session:
+                    os.killpg(self.proc.pid, signal.SIGKILL)  # nothing else is in its group
+                else:
+                    self.proc.kill()
                 self.proc.wait(timeout=5)
         return self.proc.returncode
 
@@ -501,8 +523,15 @@ class _Reader:
         return out
 
 
+# one reader per socket, so bytes of a next (pipelined) response that arrived in the same recv
+# as this one are kept for the next read_response instead of thrown away
+_READERS: weakref.WeakKeyDictionary[socket.socket, _Reader] = weakref.WeakKeyDictionary()
+
+
 def read_response(sock: socket.socket, head: bool = False) -> RawResponse:
-    reader = _Reader(sock)
+    reader = _READERS.get(sock)
+    if reader is None:
+        reader = _READERS[sock] = _Reader(sock)
     block = reader.until(b"\r\n\r\n")
     if block is None:
         raise ConnectionError(

@@ -3,7 +3,7 @@
 #
 #   make bench          nginx vs the Python ceiling vs OpenFlare, interleaved rounds, memory
 #                       check, cost per stage → benchmarks/results/latest.{md,png} and the table
-#                       in docs/12-performance.md (about 6-7 minutes)
+#                       in docs/12-performance.md (about 9-10 minutes)
 #   make bench-quick    the same harness, 1 round × 2 s, smoke run (< 60 s; docs untouched)
 #   make bench-micro    cost per pipeline stage only (µs per request)
 #   make bench-profile  sampling profile (py-spy) of the cache HIT path under load

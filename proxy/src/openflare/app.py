@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
 
@@ -72,11 +72,17 @@ class MethodFallbackParser:
     """aiohttp's C parser (llhttp) only knows registered methods; RFC 9110 allows any token.
     Until a connection's first request is parsed its bytes are kept, and if llhttp refuses the
     method, that connection switches to aiohttp's Python parser, which accepts any token. Every
-    other connection keeps the fast parser."""
+    other connection keeps the fast parser.
 
-    def __init__(self, fast: Any, make_slow: Any) -> None:
+    Once the choice is made, `on_settled` (if given) receives the parser that stays, so the
+    connection can call it directly from then on instead of through this wrapper."""
+
+    def __init__(
+        self, fast: Any, make_slow: Any, on_settled: Callable[[Any], None] | None = None
+    ) -> None:
         self._active = fast
         self._make_slow = make_slow
+        self._on_settled = on_settled
         self._seen: bytearray | None = bytearray()
 
     def feed_data(self, data: bytes, *args: Any, **kwargs: Any) -> Any:
@@ -87,12 +93,17 @@ class MethodFallbackParser:
         try:
             result = self._active.feed_data(data, *args, **kwargs)
         except BadHttpMethod:
-            self._seen = None
-            self._active = self._make_slow()
+            self._settle(self._make_slow())
             return self._active.feed_data(bytes(seen), *args, **kwargs)
         if result[0] or len(seen) > FIRST_MESSAGE_RETAIN:
-            self._seen = None
+            self._settle(self._active)
         return result
+
+    def _settle(self, parser: Any) -> None:
+        self._seen = None
+        self._active = parser
+        if self._on_settled is not None:
+            self._on_settled(parser)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._active, name)
@@ -141,7 +152,9 @@ class EdgeRequestHandler(RequestHandler):
                 auto_decompress=False,
             )
 
-        self._parser = MethodFallbackParser(self._parser, python_parser)  # type: ignore[assignment]
+        self._parser = MethodFallbackParser(  # type: ignore[assignment]
+            self._parser, python_parser, self._parser_settled
+        )
         self._edge = manager if isinstance(manager, EdgeServer) else None
         self._refused = False  # over server.max_connections: answered 503, never served
         self._head_timeout = 0.0
@@ -151,10 +164,21 @@ class EdgeRequestHandler(RequestHandler):
         self._write_timeout = 0.0
         self._write_timer: asyncio.TimerHandle | None = None
         self.write_timed_out = False  # read by the forward stage for the access log
+        # the peer's address, asked of the transport once per connection (not per request);
+        # None while there is no connection
+        self.peer_ip: str | None = None
+
+    def _parser_settled(self, parser: Any) -> None:
+        """After the first request head: the parser that stays, called without the wrapper
+        (aiohttp also calls `message_consumed` on it per request, which the wrapper could
+        only forward through `__getattr__`)."""
+        if self._parser is not None:  # None once the connection is lost
+            self._parser = parser
 
     # --- connection cap --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.peer_ip = Exchange.peer_address(transport)
         edge = self._edge
         if edge is None:
             super().connection_made(transport)
@@ -185,6 +209,7 @@ class EdgeRequestHandler(RequestHandler):
             self._watch_head(len(data))
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        self.peer_ip = None  # as before: a request whose client left sees no peer
         for timer in (self._head_timer, self._write_timer):
             if timer is not None:
                 timer.cancel()
@@ -316,9 +341,11 @@ class EdgeServer(web.Server):
 def create_public_server(holder: RuntimeHolder, metrics: Metrics) -> EdgeServer:
     monotonic = time.monotonic
 
-    async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        runtime = holder.runtime
-        return await runtime.handler(Exchange(request, monotonic(), runtime.debug_headers))
+    def handle(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+        runtime = holder.runtime  # read once: a reload mid-request does not switch chains
+        # the chain's awaitable itself (aiohttp awaits it): no coroutine frame of our own
+        peer_ip = getattr(request.protocol, "peer_ip", None)  # EdgeRequestHandler's
+        return runtime.handler(Exchange(request, monotonic(), runtime.debug_headers, peer_ip))
 
     return EdgeServer(
         handle,

@@ -1,6 +1,7 @@
 import asyncio
 
 import pytest
+from cache_factories import entry as cache_entry
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from openflare.cache.entry import CacheEntry
@@ -74,26 +75,18 @@ def entry(
     import time
 
     t = time.time() if now is None else now
-    return CacheEntry(
-        key=key,
+    return cache_entry(
+        key,
         primary=primary or key,
-        status=200,
-        reason="OK",
-        headers=(("Content-Type", "text/plain"),),
+        headers=(("Content-Type", "text/plain"), ("ETag", '"e"')),
         body=b"x" * size,
         request_time=t,
         response_time=t,
         date_value=t,
-        age_value=0,
         lifetime=lifetime,
-        stale_while_revalidate=0,
-        stale_if_error=0,
-        must_revalidate=False,
-        no_cache=False,
         auth_shareable=False,
         vary=vary,
         tags=tags,
-        etag='"e"',
     )
 
 
@@ -140,6 +133,28 @@ async def test_memory_store_purges_by_url_prefix_tag_and_soft() -> None:
     await store.close()
 
 
+async def test_memory_store_finds_every_entry_of_a_url_with_indexes_only_where_needed() -> None:
+    """A plain URL is its own key (no index entries); keys with extra parts (`#`) and Vary
+    variants are indexed, and a URL purge or a change of Vary reaches all of them."""
+    store = MemoryStore(max_entries=100, max_bytes=1_000_000)
+    await store.put(entry("http://h/u"))
+    assert await store.get_vary("http://h/u") == () and await store.get_vary("http://h/v") is None
+    assert not store._vary and not store._variants and not store._keyed
+    await store.put(entry("http://h/u#dev:m", primary="http://h/u#dev:m"))
+    await store.put(entry("http://h/u#dev:d|v:1", primary="http://h/u#dev:d", vary=("x",)))
+    await store.put(entry("http://h/other"))
+    assert await store.purge_url("http://h/u", soft=False) == 3
+    assert (await store.stats()).entries == 1 and not store._keyed and not store._variants
+    await store.put(entry("http://h/w"))  # then the origin starts to vary on x
+    await store.put(entry("http://h/w|v:1", primary="http://h/w", vary=("x",)))
+    assert await store.get("http://h/w") is None and await store.get_vary("http://h/w") == ("x",)
+    await store.put(entry("http://h/w"))  # and stops
+    assert await store.get("http://h/w|v:1") is None and await store.get_vary("http://h/w") == ()
+    assert not store._vary and not store._variants
+    assert store.size_bytes == sum(e.size for e in store._entries.values())
+    await store.close()
+
+
 async def test_memory_store_caps_variants_per_url() -> None:
     store = MemoryStore(max_entries=100, max_bytes=1_000_000, max_variants=2)
     for i in range(4):
@@ -155,8 +170,8 @@ async def test_memory_store_caps_variants_per_url() -> None:
 
 async def test_memory_store_sweep_drops_expired() -> None:
     store = MemoryStore(max_entries=10, max_bytes=1_000_000)
-    old = entry("http://h/old", lifetime=1, now=1_000.0)
-    old.etag = None
+    # no validator: nothing keeps it for revalidation
+    old = cache_entry("http://h/old", lifetime=1, request_time=1_000.0, response_time=1_000.0)
     await store.put(old)
     await store.put(entry("http://h/new"))
     assert store.sweep() == 1
@@ -169,6 +184,29 @@ def test_redis_encoding_round_trip() -> None:
     copy = decode_entry(encode_entry(original))
     assert copy.body == original.body and copy.headers == original.headers
     assert copy.tags == ("a", "b") and copy.vary == ("accept",) and copy.etag == '"e"'
+
+
+def test_redis_reads_entries_written_before_the_header_block() -> None:
+    """Entries another (older) proxy wrote, headers as pairs: read, with the stored
+    Cache-Status left out (each answer sets its own) and the validators from the headers."""
+    import orjson
+
+    meta = {
+        name: getattr(entry("http://h/a"), name)
+        for name in ("key", "primary", "status", "reason", "request_time", "response_time")
+    }
+    meta |= {
+        "headers": [["Content-Type", "text/plain"], ["Cache-Status", "up; hit"], ["ETag", '"e"']],
+        "date_value": None, "age_value": 0.0, "lifetime": 60.0, "stale_while_revalidate": 0.0,
+        "stale_if_error": 0.0, "must_revalidate": False, "no_cache": False,
+        "auth_shareable": False, "vary": [], "tags": ["t"], "etag": '"e"', "last_modified": None,
+        "freshness_source": "max-age", "invalidated": False,
+    }  # fmt: skip
+    raw = orjson.dumps(meta)
+    old = decode_entry(len(raw).to_bytes(4, "big") + raw + b"body")
+    assert old.headers == b'Content-Type: text/plain\r\nETag: "e"\r\n'
+    assert old.etag == '"e"' and old.last_modified is None and old.body == b"body"
+    assert old.tags == ("t",) and old.lifetime == 60.0
 
 
 async def test_singleflight_runs_once_and_waiters_time_out() -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from cache_factories import entry as cache_entry
 
 from openflare.cache.entry import CacheEntry
 from openflare.cache.storage.memory import MemoryStore
@@ -28,27 +29,11 @@ from openflare.observability.metrics import Metrics
 
 
 def entry(name: str, lifetime: float = 600.0) -> CacheEntry:
-    now = time.time()
-    url = f"http://shop.test/{name}"
-    return CacheEntry(
-        key=url,
-        primary=url,
-        status=200,
-        reason="OK",
+    return cache_entry(
+        f"http://shop.test/{name}",
         headers=(("Cache-Control", f"public, max-age={int(lifetime)}"),),
         body=b"body of " + name.encode(),
-        request_time=now,
-        response_time=now,
-        date_value=None,
-        age_value=0.0,
         lifetime=lifetime,
-        stale_while_revalidate=0.0,
-        stale_if_error=0.0,
-        must_revalidate=False,
-        no_cache=False,
-        auth_shareable=True,
-        vary=(),
-        tags=(),
     )
 
 

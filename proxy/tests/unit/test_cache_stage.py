@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer, make_mocked_request
+from cache_factories import entry as cache_entry
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -30,6 +31,7 @@ from openflare.observability.tracing import Tracing, resolve_settings
 from openflare.pipeline import cache
 from openflare.pipeline.base import Exchange
 from openflare.pipeline.forward import build_client
+from openflare.pipeline.stored_response import StoredResponse
 from openflare.ratelimit.rules import RateLimitRules
 from openflare.routing import Route
 from openflare.waf.rules import WafRules
@@ -120,23 +122,8 @@ class Forwarded:
 
 
 def stored_entry(key: str, size: int) -> CacheEntry:
-    return CacheEntry(
-        key=key,
-        primary=key,
-        status=200,
-        reason="OK",
-        headers=(),
-        body=b"o" * size,
-        request_time=1e10,
-        response_time=1e10,
-        date_value=None,
-        age_value=0.0,
-        lifetime=600.0,
-        stale_while_revalidate=0.0,
-        stale_if_error=0.0,
-        must_revalidate=False,
-        no_cache=False,
-        auth_shareable=False,
+    return cache_entry(
+        key, body=b"o" * size, request_time=1e10, response_time=1e10, auth_shareable=False
     )
 
 
@@ -177,7 +164,7 @@ async def test_a_body_in_flight_is_reserved_against_max_bytes_then_released(
     gate.go.set()
     response = await answer
     assert exchange.cache_status == "STORE"
-    assert isinstance(response, web.Response) and response.body == b"a" * CHUNK + b"b" * CHUNK
+    assert isinstance(response, StoredResponse) and response.body == b"a" * CHUNK + b"b" * CHUNK
     assert store.reserved_bytes == 0
     assert await store.get(f"http://edge.test{target}") is not None
     assert store.size_bytes == sum(e.size for e in store._entries.values()) <= max_bytes

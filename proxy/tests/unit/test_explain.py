@@ -17,6 +17,7 @@ import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
+from cache_factories import entry as cache_entry
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from openflare.admin.explain_routes import (
@@ -120,23 +121,13 @@ class DryRun:
 
     async def store(self, url_key: str, *, max_age: int, age: float) -> CacheEntry:
         now = time.time()
-        entry = CacheEntry(
-            key=url_key,
-            primary=url_key,
-            status=200,
-            reason="OK",
+        entry = cache_entry(
+            url_key,
             headers=(("Cache-Control", f"public, max-age={max_age}"),),
             body=b"stored",
             request_time=now - age,
             response_time=now - age,
-            date_value=None,
-            age_value=0.0,
             lifetime=float(max_age),
-            stale_while_revalidate=0.0,
-            stale_if_error=0.0,
-            must_revalidate=False,
-            no_cache=False,
-            auth_shareable=True,
             freshness_source="max-age",
         )
         store = self.deps.current_cache_store

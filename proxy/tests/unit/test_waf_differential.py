@@ -4,8 +4,9 @@
 recomputed value by value on a hit, verification through `re2.compile(...).search`). Over the
 whole evaluation corpus, at paranoia 1 and 4, and over requests hypothesis builds from the
 pieces encodings and rules care about, both give the same decision, status, score, matched
-rules (ids, actions, targets, excerpts) and cache bypass — cold and with the engine's memos
-warm. The transform that changed shape (`remove_comments`) is checked against its previous
+rules (ids, actions, targets, excerpts) and cache bypass — cold, with the engine's memos
+warm (a bodyless repeat is answered by the whole-request memo), and with only the views'
+memos warm. The transform that changed shape (`remove_comments`) is checked against its previous
 form, and the fact the engine now relies on is a property: a chain's per-value results are the
 lines of its joined result whenever the line counts agree.
 """
@@ -60,6 +61,9 @@ def assert_same(ruleset: Ruleset, make: Any, *, route_shadow: bool = False) -> V
     assert summary(first) == expected
     again = evaluate(ruleset, make(), route_shadow=route_shadow)  # memos warm now
     assert summary(again) == expected
+    ruleset.request_memo.clear()  # the views' memos alone, warm
+    views_only = evaluate(ruleset, make(), route_shadow=route_shadow)
+    assert summary(views_only) == expected
     return first
 
 

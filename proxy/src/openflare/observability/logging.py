@@ -27,18 +27,25 @@ LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
 _second: list[tuple[int, str]] = [(-1, "")]  # (epoch second, its "YYYY-MM-DDTHH:MM:SS")
+_milli: list[tuple[int, str]] = [(-1, "")]  # (epoch millisecond, the whole timestamp)
 
 
 def utc_timestamp() -> str:
     """`datetime.now(UTC).isoformat(timespec="milliseconds")` with `Z`: the same string, but
-    the date and time of day are formatted once per second, not once per log line."""
-    ns = time.time_ns()
+    the date and time of day are formatted once per second, not once per log line, and the
+    lines of one millisecond (several, under load) share one string."""
+    ms = time.time_ns() // 1_000_000
+    last, stamp = _milli[0]
+    if ms == last:
+        return stamp
     second, prefix = _second[0]
-    now = ns // 1_000_000_000
+    now = ms // 1000
     if now != second:
         prefix = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         _second[0] = (now, prefix)
-    return f"{prefix}.{ns // 1_000_000 % 1000:03d}Z"
+    stamp = f"{prefix}.{ms % 1000:03d}Z"
+    _milli[0] = (ms, stamp)
+    return stamp
 
 
 class LogWriter:

@@ -1,7 +1,9 @@
 """What every stage shares: the per-request `Exchange`, the `Stage` protocol, and `compose`.
 
 A stage is `async def __call__(self, exchange, next) -> web.StreamResponse`: it may answer by
-itself (a 403, a cache hit) or call `next(exchange)` and look at what comes back. Stages are
+itself (a 403, a cache hit) or call `next(exchange)` and look at what comes back. A stage with
+nothing to do on the way out may be a plain `def` that returns `next(exchange)` (or
+`answered(response)`) unawaited: one coroutine frame less per request. Stages are
 built once per runtime from config (`build(bundle, deps)`), and `compose` folds the stage list
 into a single handler, so the request path does no lookups of its own.
 """
@@ -9,11 +11,12 @@ into a single handler, so the request path does no lookups of its own.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
+
+from openflare.pipeline.stored_response import StoredResponse
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -28,7 +31,8 @@ SERVER_NAME = "openflare"  # on responses the edge makes itself (never aiohttp's
 
 
 class Stage(Protocol):
-    async def __call__(self, exchange: Exchange, next: Handler) -> web.StreamResponse: ...
+    # an `async def`, or a plain `def` that returns `next(exchange)` (no frame of its own)
+    def __call__(self, exchange: Exchange, next: Handler) -> Awaitable[web.StreamResponse]: ...
 
 
 class Terminal(Protocol):
@@ -71,14 +75,22 @@ class Exchange:
         "trace",
     )
 
-    def __init__(self, request: web.BaseRequest, started: float, debug_headers: bool) -> None:
+    def __init__(
+        self,
+        request: web.BaseRequest,
+        started: float,
+        debug_headers: bool,
+        peer_ip: str | None = None,
+    ) -> None:
+        """`peer_ip`: the connection's peer address when the caller already knows it (app.py
+        keeps it per connection); otherwise it is asked of the transport."""
         self.request = request
         self.started = started
         self.request_id = ""
-        transport = request.transport
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        self.peer_ip: str = peer[0] if peer else "0.0.0.0"
-        self.client_ip = self.peer_ip
+        if peer_ip is None:
+            peer_ip = Exchange.peer_address(request.transport)
+        self.peer_ip = peer_ip
+        self.client_ip = peer_ip
         self.method = request.method
         self.host = request.headers.get("Host", "")
         self.path = ""  # normalized path, set by the normalize stage
@@ -105,6 +117,12 @@ class Exchange:
         self.span: Span | None = None  # the request's SERVER span, only while tracing is on
         # the decision trace (pipeline/explain.py): None unless this request is explained
         self.trace: DecisionTrace | None = None
+
+    @staticmethod
+    def peer_address(transport: asyncio.BaseTransport | None) -> str:
+        """The peer's IP address ("0.0.0.0" without one: a closed or Unix-socket transport)."""
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        return peer[0] if peer else "0.0.0.0"
 
     async def send_continue(self) -> None:
         """Answer `Expect: 100-continue` once, when a stage is about to read the body."""
@@ -143,7 +161,9 @@ class Exchange:
         """Stage 14: the headers every response carries, set just before they are sent."""
         headers = response.headers
         headers["X-Request-ID"] = self.request_id
-        if "Server" not in headers:  # else aiohttp adds its name and version
+        if "Server" not in headers and not (
+            isinstance(response, StoredResponse) and response.holds_server
+        ):  # else aiohttp adds its name and version
             headers["Server"] = SERVER_NAME
         if self.extra_headers:
             for name, value in self.extra_headers:
@@ -172,12 +192,32 @@ class Exchange:
         self.bytes_sent = response.content_length or 0  # body bytes, as for streamed ones
 
 
+class _Link:
+    """One stage bound to what follows it. `run` is a plain method (a bound method is the
+    cheapest thing to call, about half a `functools.partial` with a keyword argument), and it
+    returns the stage's awaitable without awaiting it, so a link adds no coroutine frame."""
+
+    __slots__ = ("_call", "_next")
+
+    def __init__(self, stage: Stage, next: Handler) -> None:
+        self._call = stage.__call__
+        self._next = next
+
+    def run(self, exchange: Exchange) -> Awaitable[web.StreamResponse]:
+        return self._call(exchange, self._next)
+
+
 def compose(stages: Sequence[Stage], terminal: Terminal) -> Handler:
     """Fold `stages` around `terminal`: the first stage is the outermost."""
     handler: Handler = terminal
     for stage in reversed(stages):
-        handler = functools.partial(stage, next=handler)
+        handler = _Link(stage, handler).run
     return handler
+
+
+async def answered(response: web.StreamResponse) -> web.StreamResponse:
+    """The awaitable a plain-`def` stage returns when it answers by itself."""
+    return response
 
 
 def plain_error(exchange: Exchange, status: int, message: str) -> web.Response:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sys
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -30,7 +31,13 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 
 from openflare.cache.control import CacheControl, parse_cache_control
-from openflare.cache.entry import CacheEntry
+from openflare.cache.entry import (
+    HAS_CONTENT_TYPE,
+    CacheEntry,
+    parse_headers,
+    render_headers,
+    without_headers,
+)
 from openflare.cache.key import parse_cookies, variant_key
 from openflare.cache.matcher import CacheRuleMatcher, RuleSettings
 from openflare.cache.policy import (
@@ -54,7 +61,9 @@ from openflare.pipeline.forward import (
     build_client,
 )
 from openflare.pipeline.normalize import normalize_path
+from openflare.pipeline.stored_response import StoredResponse
 from openflare.upstream.headers import client_response_headers
+from openflare.upstream.http1 import UpstreamResponse
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -69,8 +78,11 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 HIT_FOR_MISS_SECONDS = 30.0
 HIT_FOR_MISS_MAX_KEYS = 10_000
 SERVER_ERRORS = frozenset({500, 502, 503, 504})
-# Stored headers that describe one exchange rather than the representation.
-NOT_STORED_HEADERS = frozenset({"set-cookie", "age", "x-request-id"})
+# Stored headers that describe one exchange rather than the representation (each answer from
+# the cache sets its own Age, Cache-Status and X-Request-ID).
+NOT_STORED_HEADERS = frozenset({"set-cookie", "age", "x-request-id", "cache-status"})
+# What a 304 answer to a client's validator leaves out of the stored headers.
+NOT_IN_304 = ("Content-Length", "Content-Type", "Content-Encoding")
 # Headers a 304 must not overwrite in the stored response (RFC 9111 §3.2).
 NOT_UPDATED_BY_304 = frozenset({"content-length", "content-encoding", "transfer-encoding"})
 # Bodies of unknown length are reserved against the store's budget in steps of this size.
@@ -87,7 +99,7 @@ class Stored:
 class Passthrough:
     """Not shareable: only the request that fetched it may use it."""
 
-    upstream: aiohttp.ClientResponse
+    upstream: UpstreamResponse
     prefix: bytes  # body bytes already read from `upstream`
     reason: str
     complete: bool = False  # `prefix` is the whole body (upstream already released)
@@ -241,7 +253,7 @@ class CacheStage:
         status: str,
         now: float,
         current_age: float | None = None,
-    ) -> web.Response:
+    ) -> StoredResponse:
         entry.hits += 1
         exact_age = entry.age(now) if current_age is None else current_age
         age = int(exact_age)
@@ -250,20 +262,26 @@ class CacheStage:
         exchange.cache_ttl = ttl
         exchange.cache_age = age
         self._metrics.cache_operation(status.lower())
-        headers = entry.header_map().copy()
+        if self._not_modified(exchange, entry):
+            response = StoredResponse(
+                304,
+                None,
+                without_headers(entry.headers, NOT_IN_304),
+                entry.defaults & ~HAS_CONTENT_TYPE,
+                b"",
+            )
+        else:
+            response = StoredResponse(
+                entry.status, entry.reason, entry.headers, entry.defaults, entry.body
+            )
+        headers = response.headers
         headers["Age"] = str(age)
         headers["Cache-Status"] = (
             f"OpenFlare; hit; ttl={ttl}"
             if status in ("HIT", "STALE")
             else f"OpenFlare; fwd={'stale' if status == 'REVALIDATED' else 'miss'}; stored"
         )
-        if self._not_modified(exchange, entry):
-            for name in ("Content-Length", "Content-Type", "Content-Encoding"):
-                headers.popall(name, None)
-            return web.Response(status=304, headers=headers)
-        return web.Response(
-            status=entry.status, reason=entry.reason, body=entry.body, headers=headers
-        )
+        return response
 
     @staticmethod
     def _not_modified(exchange: Exchange, entry: CacheEntry) -> bool:
@@ -466,7 +484,7 @@ class CacheStage:
         return Stored(entry, "STORE")
 
     async def _collect(
-        self, exchange: Exchange, upstream: aiohttp.ClientResponse, reservation: _Reservation
+        self, exchange: Exchange, upstream: UpstreamResponse, reservation: _Reservation
     ) -> bytes | Passthrough | Failed:
         """The whole body, its bytes reserved against the store's budget while they are read;
         or why it is not stored (too large, no room, cut short)."""
@@ -506,11 +524,9 @@ class CacheStage:
             return Passthrough(upstream, b"".join(chunks), "no-room", complete=True)
         return b"".join(chunks)
 
-    def _stored_headers(
-        self, headers: CIMultiDictProxy[str]
-    ) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
-        """The origin's headers as stored (hop-by-hop, Set-Cookie and the like removed) and the
-        purge tags they carry."""
+    def _stored_headers(self, headers: CIMultiDictProxy[str]) -> tuple[bytes, tuple[str, ...]]:
+        """The origin's headers as stored, one block of lines (hop-by-hop, Set-Cookie and the
+        like removed), and the purge tags they carry."""
         tags: list[str] = []
         stored: list[tuple[str, str]] = []
         for name, value in client_response_headers(headers):
@@ -522,7 +538,7 @@ class CacheStage:
                 if self._strip_tags:
                     continue
             stored.append((name, value))
-        return tuple(stored), tuple(dict.fromkeys(tags))
+        return render_headers(stored), tuple(dict.fromkeys(tags))
 
     def _entry_from(
         self,
@@ -533,7 +549,7 @@ class CacheStage:
         reason: str,
         headers: MultiMapping[str],
         cc: CacheControl,
-        stored: tuple[tuple[str, str], ...],
+        stored: bytes,
         body: bytes,
         request_time: float,
         response_time: float,
@@ -560,7 +576,7 @@ class CacheStage:
             key=key,
             primary=primary,
             status=status,
-            reason=reason,
+            reason=sys.intern(reason),  # "OK": one string for all entries
             headers=stored,
             body=body,
             request_time=request_time,
@@ -575,8 +591,6 @@ class CacheStage:
             auth_shareable="public" in cc or "s-maxage" in cc or "must-revalidate" in cc,
             vary=vary,
             tags=tags,
-            etag=headers.get("ETag"),
-            last_modified=headers.get("Last-Modified"),
             freshness_source=fresh.source,
             hits=hits,
         )
@@ -584,13 +598,13 @@ class CacheStage:
     def _refreshed(
         self,
         stale: CacheEntry,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         request_time: float,
         response_time: float,
         settings: RuleSettings,
     ) -> CacheEntry:
         """The stored response with the 304's header fields (RFC 9111 §4.3.4) and new times."""
-        merged = CIMultiDict(stale.headers)
+        merged = CIMultiDict(parse_headers(stale.headers))
         updates = [
             (name, value)
             for name, value in client_response_headers(upstream.headers)
@@ -607,7 +621,7 @@ class CacheStage:
             reason=stale.reason,
             headers=merged,
             cc=response_cache_control(merged),
-            stored=tuple(merged.items()),
+            stored=render_headers(merged.items()),
             body=stale.body,
             request_time=request_time,
             response_time=response_time,

@@ -37,7 +37,6 @@ from openflare.pipeline.base import Exchange, Handler
 from openflare.routing import Router
 
 if TYPE_CHECKING:
-    from aiohttp import ClientResponse
     from multidict import CIMultiDict
 
     from openflare.admin.auth import AuthFailures
@@ -47,6 +46,7 @@ if TYPE_CHECKING:
     from openflare.observability.logging import LogWriter
     from openflare.ratelimit.bucket import Decision, Limit
     from openflare.routing import Route
+    from openflare.upstream.http1 import UpstreamResponse
     from openflare.waf.compile import Ruleset
     from openflare.waf.engine import Verdict
 
@@ -223,7 +223,7 @@ class DecisionTrace:
         self.step("route", route.id, upstream=route.upstream, path_prefix=route.path_prefix)
 
     def note_upstream(
-        self, upstream: str, target: str, attempts: int, seconds: float, response: ClientResponse
+        self, upstream: str, target: str, attempts: int, seconds: float, response: UpstreamResponse
     ) -> None:
         if self.full:
             self.step(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from openflare.clientip import ClientIpResolver
@@ -25,10 +26,13 @@ from openflare.observability.metrics import trace_exemplar
 from openflare.observability.tracing import tracing_for
 from openflare.pipeline.base import Exchange, plain_error
 from openflare.upstream.headers import (
+    DROPPED_REQUEST_HEADERS,
     NEVER_FORWARDED,
+    REBUILT_REQUEST_HEADERS,
     client_response_headers,
     upstream_request_headers,
 )
+from openflare.upstream.http1 import ConnectFailed, UpstreamResponse
 
 if TYPE_CHECKING:
     from openflare.config.loader import ConfigBundle
@@ -166,6 +170,8 @@ class UpstreamClient:
         "_log",
         "_body_timeout",
         "_trace_header",
+        "_dropped",
+        "_dropped_for_cache",
     )
 
     def __init__(
@@ -187,7 +193,12 @@ class UpstreamClient:
         self._log = log
         self._body_timeout = body_timeout
         # the decision-trace token header (explain.trace_header) is never forwarded
-        self._trace_header = trace_header.lower() if trace_header else None
+        trace_header = trace_header.lower() if trace_header else None
+        never = frozenset({trace_header}) if trace_header else frozenset()
+        self._dropped = DROPPED_REQUEST_HEADERS | never
+        self._dropped_for_cache = DROPPED_REQUEST_HEADERS | CACHE_FETCH_DROPPED | never
+        # named like a header the proxy adds itself: that one is dropped too (filtered after)
+        self._trace_header = trace_header if trace_header in REBUILT_REQUEST_HEADERS else None
 
     async def open(
         self,
@@ -195,7 +206,7 @@ class UpstreamClient:
         *,
         for_cache: bool = False,
         extra_headers: tuple[tuple[str, str], ...] = (),
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamResponse:
         """Send the request upstream and return the response once its headers arrived.
         Raises UpstreamFailure or RequestBodyError."""
         assert exchange.route is not None, "the route stage runs before any upstream request"
@@ -205,12 +216,11 @@ class UpstreamClient:
             request.headers,
             request_id=exchange.request_id,
             peer_ip=exchange.peer_ip,
-            peer_trusted=self._resolver.is_trusted(exchange.peer_ip) and not for_cache,
+            peer_trusted=not for_cache and self._resolver.is_trusted(exchange.peer_ip),
             scheme=request.scheme,
             pass_host=pool.pass_host_header,
+            dropped=self._dropped_for_cache if for_cache else self._dropped,
         )
-        if for_cache:
-            headers = [(k, v) for k, v in headers if k.lower() not in CACHE_FETCH_DROPPED]
         if self._trace_header is not None:
             dropped = self._trace_header
             headers = [(k, v) for k, v in headers if k.lower() != dropped]
@@ -231,27 +241,32 @@ class UpstreamClient:
         if body is not None:
             await exchange.send_continue()  # every earlier stage accepted the request
         targets = pool.targets
-        retryable = body is None and exchange.method in IDEMPOTENT_METHODS and len(targets) > 1
+        method = exchange.method
+        retryable = body is None and method in IDEMPOTENT_METHODS and len(targets) > 1
         attempts = 1 + pool.retries if retryable else 1
+        http1 = pool.http1 if body is None else None  # upstream/pool.py decides, once
         tried: list[Target] = []
         started = time.monotonic()
+        upstream: UpstreamResponse
         while True:
             target = targets.pick(tried)
             assert target is not None, "fewer attempts than targets"
             tried.append(target)
-            sending = pool.session.request(
-                exchange.method,
-                URL(target.url + path, encoded=True),
-                headers=headers,
-                data=body.__aiter__() if body is not None else None,
-                allow_redirects=False,
-                compress=None,
-            )
             try:
-                if body is None:
+                if http1 is not None:
+                    origin = target.origin
+                    assert origin is not None, "the lean client is only built for http targets"
+                    upstream = await http1.send(
+                        origin,
+                        method,
+                        origin.request_head(method, path, headers),
+                        pool.header_timeout,
+                    )
+                elif body is None:
                     async with asyncio.timeout(pool.header_timeout):
-                        upstream = await sending
+                        upstream = await self._session_request(pool, target, method, path, headers)
                 else:
+                    sending = self._session_request(pool, target, method, path, headers, body)
                     upstream = await self._after_body(sending, body, pool.header_timeout)
             except Exception as exc:
                 if body is not None and body.error is not None:
@@ -286,16 +301,24 @@ class UpstreamClient:
     async def relay(
         self,
         exchange: Exchange,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         prefix: bytes = b"",
         complete: bool = False,
     ) -> web.StreamResponse:
         """Stream `upstream` to the client (`prefix`: body bytes already read from it;
         `complete`: they are the whole body)."""
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        for name, value in client_response_headers(upstream.headers):
-            response.headers.add(name, value)
         has_body = exchange.method != "HEAD" and upstream.status not in NO_BODY_STATUSES
+        content = upstream.content
+        if has_body and not complete and content.is_eof() and content.exception() is None:
+            prefix += content.read_nowait()  # the whole body already arrived (small responses)
+            complete = True
+        # a body sent at once goes out with the headers in one write; a streamed one gets its
+        # headers first, before the origin's first body bytes
+        response = (_WholeResponse if complete or not has_body else web.StreamResponse)(
+            status=upstream.status,
+            reason=upstream.reason,
+            headers=client_response_headers(upstream.headers),
+        )
         length = upstream.content_length
         if length is not None:
             if has_body:
@@ -304,15 +327,19 @@ class UpstreamClient:
                 response.headers["Content-Length"] = str(length)
         try:
             await exchange.start_response(response)
-            if has_body:
+            if not has_body:
+                await response.write_eof()
+            elif complete:
+                await response.write_eof(prefix)
+                exchange.bytes_sent += len(prefix)
+            else:
                 if prefix:
                     await response.write(prefix)
                     exchange.bytes_sent += len(prefix)
-                if not complete:
-                    async for chunk in upstream.content.iter_any():
-                        await response.write(chunk)
-                        exchange.bytes_sent += len(chunk)
-            await response.write_eof()
+                async for chunk in content.iter_any():
+                    await response.write(chunk)
+                    exchange.bytes_sent += len(chunk)
+                await response.write_eof()
         except ConnectionResetError:
             # app.py cuts a client that stopped reading for server.write_timeout_ms
             timed_out = getattr(exchange.request.protocol, "write_timed_out", False)
@@ -343,6 +370,24 @@ class UpstreamClient:
         return response
 
     @staticmethod
+    async def _session_request(
+        pool: UpstreamPool,
+        target: Target,
+        method: str,
+        path: str,
+        headers: list[tuple[str, str]],
+        body: _BodyStream | None = None,
+    ) -> aiohttp.ClientResponse:
+        return await pool.session.request(
+            method,
+            URL(target.url + path, encoded=True),
+            headers=headers,
+            data=body.__aiter__() if body is not None else None,
+            allow_redirects=False,
+            compress=None,
+        )
+
+    @staticmethod
     async def _after_body(
         sending: Awaitable[aiohttp.ClientResponse], body: _BodyStream, header_timeout: float
     ) -> aiohttp.ClientResponse:
@@ -366,11 +411,11 @@ class UpstreamClient:
                 504,
                 "Gateway Timeout (origin did not answer in time)",
             )
-        elif isinstance(exc, aiohttp.ClientConnectorError):
+        elif isinstance(exc, aiohttp.ClientConnectorError | ConnectFailed):
             kind, status, message = "connect", 502, "Bad Gateway (cannot connect to origin)"
         elif isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
             kind, status, message = "reset", 502, "Bad Gateway (origin closed the connection)"
-        elif isinstance(exc, aiohttp.ClientError | ValueError):
+        elif isinstance(exc, aiohttp.ClientError | HttpProcessingError | ValueError):
             kind, status, message = "protocol", 502, "Bad Gateway (invalid response from origin)"
         else:
             raise exc
@@ -388,6 +433,13 @@ class UpstreamClient:
         response = plain_error(exchange, error.status, message)
         response.force_close()
         return response
+
+
+class _WholeResponse(web.StreamResponse):
+    """A relayed response whose body is sent in one go: its headers wait for it, as those of a
+    `web.Response` do (one write, one packet to the client, instead of two)."""
+
+    _send_headers_immediately = False
 
 
 def upstream_name(exchange: Exchange) -> str:

@@ -8,11 +8,12 @@ that point the client gets the precise status from here, and beyond it a plain 4
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from openflare.pipeline.base import Exchange, Handler, plain_error
+from openflare.pipeline.base import Exchange, Handler, answered, plain_error
 
 if TYPE_CHECKING:
     from openflare.config.loader import ConfigBundle
@@ -45,7 +46,7 @@ class LimitsStage:
         self._max_body = max_body
         self._metrics = metrics
 
-    async def __call__(self, exchange: Exchange, next: Handler) -> web.StreamResponse:
+    def __call__(self, exchange: Exchange, next: Handler) -> Awaitable[web.StreamResponse]:
         request = exchange.request
         if len(request.raw_path) > self._max_uri:
             return self._refuse(
@@ -82,7 +83,7 @@ class LimitsStage:
             return self._refuse(
                 exchange, 413, "body_too_large", "Content Too Large", declared, self._max_body
             )
-        return await next(exchange)
+        return next(exchange)  # nothing to do on the way out (see pipeline/base.py)
 
     def _refuse(
         self,
@@ -92,14 +93,14 @@ class LimitsStage:
         message: str,
         size: int | None = None,
         limit: int | None = None,
-    ) -> web.Response:
+    ) -> Awaitable[web.StreamResponse]:
         self._metrics.reject("limits", reason)
         exchange.error = reason
         if exchange.trace is not None:  # a traced request (pipeline/explain.py): say why
             exchange.trace.note_refusal("limits", status, reason, size=size, limit=limit)
         response = plain_error(exchange, status, message)
         response.force_close()  # the rest of an oversized request is not worth reading
-        return response
+        return answered(response)
 
 
 def build(bundle: ConfigBundle, deps: Deps) -> LimitsStage:

@@ -20,13 +20,14 @@ trusted.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from multidict import MultiMapping
 
-from openflare.pipeline.base import Exchange, Handler, plain_error
+from openflare.pipeline.base import Exchange, Handler, answered, plain_error
 
 if TYPE_CHECKING:
     from openflare.config.loader import ConfigBundle
@@ -38,6 +39,14 @@ UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 HEX = frozenset(b"0123456789abcdefABCDEF")
 # RFC 9110 §7.2 / RFC 3986 §3.2.2: IP-literal or reg-name (no userinfo, path, space...), port
 HOST_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::[0-9]{0,5})?")
+
+# Targets already accepted, with their normalized path and query, and Host values already
+# found valid: repeated ones (the common case) skip the checks. Bounded in entries and key
+# length; cleared when full.
+MEMO_ENTRIES = 4096
+MEMO_MAX_TARGET = 512
+MEMO_MAX_HOST = 255  # a DNS name's limit
+_valid_hosts: set[str] = set()
 
 
 def framing_problem(version: tuple[int, int], headers: MultiMapping[str]) -> tuple[int, str] | None:
@@ -55,8 +64,14 @@ def framing_problem(version: tuple[int, int], headers: MultiMapping[str]) -> tup
     hosts = headers.getall("Host", ())
     if len(hosts) > 1:
         return 400, "duplicate_host"  # §3.2
-    if hosts and hosts[0] and not HOST_RE.fullmatch(hosts[0]):
-        return 400, "invalid_host"
+    if hosts and hosts[0] and hosts[0] not in _valid_hosts:
+        host = hosts[0]
+        if not HOST_RE.fullmatch(host):
+            return 400, "invalid_host"
+        if len(host) <= MEMO_MAX_HOST:
+            if len(_valid_hosts) >= MEMO_ENTRIES:
+                _valid_hosts.clear()
+            _valid_hosts.add(host)
     return None
 
 
@@ -153,38 +168,48 @@ def _dot_segment_with_parameter(path: str) -> bool:
 
 
 class NormalizeStage:
-    __slots__ = ("_options", "_metrics")
+    __slots__ = ("_options", "_metrics", "_accepted")
 
     def __init__(self, options: NormalizationConfig, metrics: Metrics) -> None:
         self._options = options
         self._metrics = metrics
+        self._accepted: dict[str, tuple[str, str]] = {}
 
-    async def __call__(self, exchange: Exchange, next: Handler) -> web.StreamResponse:
+    def __call__(self, exchange: Exchange, next: Handler) -> Awaitable[web.StreamResponse]:
         request = exchange.request
         problem = framing_problem(request.version, request.headers)
         if problem is not None:
             response = self._refuse(exchange, problem[1], problem[0])
             response.force_close()
-            return response
+            return answered(response)
         if not exchange.host and request.version >= (1, 1):
-            return self._refuse(exchange, "missing_host")
+            return answered(self._refuse(exchange, "missing_host"))
         target = request.raw_path
+        known = self._accepted.get(target)
+        if known is not None:
+            exchange.path, exchange.query = known
+            return next(exchange)  # nothing to do on the way out (see pipeline/base.py)
         path, _, query = target.partition("?")
         if "#" in target:
-            return self._refuse(exchange, "fragment_in_target")
+            return answered(self._refuse(exchange, "fragment_in_target"))
         try:
             exchange.path = normalize_path(path, self._options)
         except PathRejected as exc:
             refused = self._refuse(exchange, exc.reason)
             if exc.reason == "not_origin_form":
                 refused.force_close()  # a forward-proxy client (CONNECT tunnels): no reuse
-            return refused
+            return answered(refused)
         if _has_control(query):
-            return self._refuse(exchange, "control_character")
+            return answered(self._refuse(exchange, "control_character"))
         if not query.isascii():
-            return self._refuse(exchange, "non_ascii")
+            return answered(self._refuse(exchange, "non_ascii"))
         exchange.query = query
-        return await next(exchange)
+        if len(target) <= MEMO_MAX_TARGET:
+            accepted = self._accepted
+            if len(accepted) >= MEMO_ENTRIES:
+                accepted.clear()
+            accepted[target] = (exchange.path, query)
+        return next(exchange)
 
     def _refuse(self, exchange: Exchange, reason: str, status: int = 400) -> web.Response:
         self._metrics.reject("normalize", reason)

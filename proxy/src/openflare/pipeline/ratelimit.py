@@ -20,14 +20,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
-from openflare.pipeline.base import Exchange, Handler
+from openflare.pipeline.base import Exchange, Handler, answered
 from openflare.ratelimit.bucket import (
     Decision,
     Limit,
@@ -36,6 +36,7 @@ from openflare.ratelimit.bucket import (
     reset_seconds,
     retry_after,
 )
+from openflare.ratelimit.memory import MemoryBackend
 from openflare.ratelimit.rules import PERIOD_SECONDS
 
 if TYPE_CHECKING:
@@ -93,6 +94,8 @@ class CompiledRule:
         "deny_on_error",
         "policy",
         "counters",
+        "allow_counter",
+        "allow_label",
     )
 
     def __init__(self, rule: RateLimitRule, rules: RateLimitRules, counters: Any) -> None:
@@ -116,6 +119,8 @@ class CompiledRule:
             else None
         )
         self.counters = counters  # decision -> bound counter child
+        self.allow_counter = counters["allow"]  # the common outcome, bound once
+        self.allow_label = f"allow:{rule.id}"
 
     def identity(self, exchange: Exchange) -> str:
         if self.header is not None:
@@ -183,46 +188,66 @@ class RateLimitStage:
     def backend(self) -> RateLimitBackend:
         return self._backend
 
-    async def __call__(self, exchange: Exchange, next: Handler) -> web.StreamResponse:
+    def __call__(self, exchange: Exchange, next: Handler) -> Awaitable[web.StreamResponse]:
+        # a plain `def`: it returns `next(exchange)` unawaited (see pipeline/base.py); only a
+        # decision that must wait (Redis, an explained request) runs in a coroutine
         path = exchange.path
         if path.startswith(self._exempt_paths):  # a tuple of prefixes; () matches nothing
-            return await next(exchange)
+            return next(exchange)
         method = exchange.method
         matched: list[CompiledRule] = []  # (plain loops: comprehensions cost a frame on 3.11)
         for rule in self._rules:
             if path.startswith(rule.prefix) and (rule.methods is None or method in rule.methods):
                 matched.append(rule)
         if not matched:
-            return await next(exchange)
+            return next(exchange)
         if self._exempt_ip is not None and self._exempt_ip(exchange.client_ip):
             exchange.ratelimit = "exempt"
-            return await next(exchange)
-        started = time.perf_counter()
-        keys: list[BucketKey] = []
-        limits: list[Limit] = []
-        for rule in matched:
-            keys.append((rule.id, rule.identity(exchange)))
-            limits.append(rule.limit)
+            return next(exchange)
+        backend = self._backend
+        if type(backend) is not MemoryBackend or exchange.trace is not None:
+            return self._decide_and_pass(exchange, next, matched)
+        started = perf_counter()
+        keys, limits = _buckets(exchange, matched)
+        decision = backend.decide_now(keys, limits)  # the local table answers at once
+        self._latency.observe(perf_counter() - started)
+        return self._apply(exchange, next, matched, decision)
+
+    async def _decide_and_pass(
+        self, exchange: Exchange, next: Handler, matched: list[CompiledRule]
+    ) -> web.StreamResponse:
+        started = perf_counter()
+        keys, limits = _buckets(exchange, matched)
         if exchange.trace is None:
             decision = await self._backend.decide(keys, limits)
         else:  # traced: written down; an explain dry run only peeks (no token spent)
             decision = await self._traced_decide(exchange, matched, keys, limits, started)
-        self._latency.observe(time.perf_counter() - started)
+        self._latency.observe(perf_counter() - started)
+        return await self._apply(exchange, next, matched, decision)
+
+    def _apply(
+        self,
+        exchange: Exchange,
+        next: Handler,
+        matched: list[CompiledRule],
+        decision: Decision | None,
+    ) -> Awaitable[web.StreamResponse]:
+        """Act on the decision: 429, 503, or on to the next stage with the outcome noted."""
         if decision is None:
-            return await self._unavailable(exchange, next, matched)
+            return self._unavailable(exchange, next, matched)
         if self._headers:
             _add_headers(exchange, matched, decision)
         if not decision.admitted:
-            return self._deny(exchange, matched, decision)
+            return answered(self._deny(exchange, matched, decision))
         label = ""
         for rule, allowed in zip(matched, decision.allowed, strict=True):
             if allowed:
-                rule.counters["allow"].inc()
+                rule.allow_counter.inc()
             else:  # only a shadow rule can disallow an admitted request
                 rule.counters["would_block"].inc()
                 label = label or f"would_block:{rule.id}"
-        exchange.ratelimit = label or f"allow:{matched[0].id}"
-        return await next(exchange)
+        exchange.ratelimit = label or matched[0].allow_label
+        return next(exchange)
 
     async def _traced_decide(
         self,
@@ -240,7 +265,7 @@ class RateLimitStage:
         else:
             decision = await backend.decide(keys, limits)
         ids = [rule.id for rule in matched]
-        trace.note_ratelimit(ids, keys, limits, decision, time.perf_counter() - started)
+        trace.note_ratelimit(ids, keys, limits, decision, perf_counter() - started)
         return decision
 
     def _deny(
@@ -259,9 +284,9 @@ class RateLimitStage:
         exchange.error = "rate_limited"
         return _json_error(exchange, 429, "rate_limited", first.id, wait)
 
-    async def _unavailable(
+    def _unavailable(
         self, exchange: Exchange, next: Handler, matched: list[CompiledRule]
-    ) -> web.StreamResponse:
+    ) -> Awaitable[web.StreamResponse]:
         denying: CompiledRule | None = None
         for rule in matched:
             rule.counters["error"].inc()
@@ -269,10 +294,24 @@ class RateLimitStage:
                 denying = rule
         if denying is None:
             exchange.ratelimit = f"error:{matched[0].id}"
-            return await next(exchange)
+            return next(exchange)
         exchange.ratelimit = f"error:{denying.id}"
         exchange.error = "rate_limit_unavailable"
-        return _json_error(exchange, 503, "rate_limit_unavailable", denying.id, self._retry_wait)
+        return answered(
+            _json_error(exchange, 503, "rate_limit_unavailable", denying.id, self._retry_wait)
+        )
+
+
+def _buckets(
+    exchange: Exchange, matched: list[CompiledRule]
+) -> tuple[list[BucketKey], list[Limit]]:
+    """The bucket of each matched rule for this request, and its limit (same order)."""
+    keys: list[BucketKey] = []
+    limits: list[Limit] = []
+    for rule in matched:
+        keys.append((rule.id, rule.identity(exchange)))
+        limits.append(rule.limit)
+    return keys, limits
 
 
 def _add_headers(exchange: Exchange, matched: list[CompiledRule], decision: Decision) -> None:

@@ -6,6 +6,7 @@ resolved here, once, by the proxy's one resolver (see clientip.py), for every la
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from random import getrandbits
 from typing import TYPE_CHECKING
 
@@ -34,8 +35,9 @@ _CLEAR = ~((0xF << 76) | (0x3 << 62))
 def new_request_id() -> str:
     """A random UUID v4 in canonical form. Request ids need uniqueness, not secrecy: the
     process PRNG (seeded from the OS at start) avoids a syscall per request, and this is
-    several times cheaper than `str(uuid.uuid4())`."""
-    h = f"{(getrandbits(128) & _CLEAR) | _VERSION_4 | _VARIANT_RFC:032x}"
+    several times cheaper than `str(uuid.uuid4())` (`to_bytes().hex()`: cheaper than a format
+    spec)."""
+    h = ((getrandbits(128) & _CLEAR) | _VERSION_4 | _VARIANT_RFC).to_bytes(16).hex()  # 32 digits
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -45,7 +47,7 @@ class RequestIdStage:
     def __init__(self, resolver: ClientIpResolver) -> None:
         self._resolver = resolver
 
-    async def __call__(self, exchange: Exchange, next: Handler) -> web.StreamResponse:
+    def __call__(self, exchange: Exchange, next: Handler) -> Awaitable[web.StreamResponse]:
         headers = exchange.request.headers
         offered = headers.get("X-Request-ID")
         exchange.request_id = (
@@ -55,7 +57,7 @@ class RequestIdStage:
             exchange.client_ip = self._resolver.resolve(
                 exchange.peer_ip, ",".join(headers.getall("X-Forwarded-For", ()))
             )
-        return await next(exchange)
+        return next(exchange)  # nothing to do on the way out (see pipeline/base.py)
 
 
 def build(bundle: ConfigBundle, deps: Deps) -> RequestIdStage:

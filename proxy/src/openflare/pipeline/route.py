@@ -3,11 +3,12 @@ Nothing matched and no default upstream: 404 with a body that says so."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from openflare.pipeline.base import Exchange, Handler, plain_error
+from openflare.pipeline.base import Exchange, Handler, answered, plain_error
 from openflare.routing import Router
 
 if TYPE_CHECKING:
@@ -23,16 +24,18 @@ class RouteStage:
         self._router = router
         self._metrics = metrics
 
-    async def __call__(self, exchange: Exchange, next: Handler) -> web.StreamResponse:
+    def __call__(self, exchange: Exchange, next: Handler) -> Awaitable[web.StreamResponse]:
         route = self._router.select(exchange.host, exchange.path)
         if exchange.trace is not None:
             exchange.trace.note_route(route)
         if route is None:
             self._metrics.reject("route", "no_route")
             exchange.error = "no_route"
-            return plain_error(exchange, 404, "Not Found (no route matches this host and path)")
+            return answered(
+                plain_error(exchange, 404, "Not Found (no route matches this host and path)")
+            )
         exchange.route = route
-        return await next(exchange)
+        return next(exchange)  # nothing to do on the way out (see pipeline/base.py)
 
 
 def build(bundle: ConfigBundle, deps: Deps) -> RouteStage:

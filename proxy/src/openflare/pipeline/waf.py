@@ -139,7 +139,7 @@ class WafStage:
             raw_target=request.raw_path,
             path=exchange.path,
             query=exchange.query,
-            headers=list(request.headers.items()),
+            headers=tuple(request.headers.items()),
             client_ip=exchange.client_ip,
             body=body,
             body_size=declared if declared is not None else len(body or b""),

@@ -34,6 +34,7 @@ REBUILT_REQUEST_HEADERS = frozenset(
 # is removed by the forward stage while tracing is on.
 NEVER_FORWARDED = frozenset({"x-edge-trace-token"})
 DROPPED_REQUEST_HEADERS = HOP_BY_HOP | REBUILT_REQUEST_HEADERS | NEVER_FORWARDED
+DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {"content-length"}
 VIA_TOKEN = "1.1 openflare"
 
 
@@ -54,9 +55,13 @@ def upstream_request_headers(
     peer_trusted: bool,
     scheme: str,
     pass_host: bool,
+    dropped: frozenset[str] = DROPPED_REQUEST_HEADERS,
 ) -> list[tuple[str, str]]:
-    """The headers to send upstream, in the client's order, duplicates kept."""
-    drop = DROPPED_REQUEST_HEADERS | connection_tokens(headers)
+    """The headers to send upstream, in the client's order, duplicates kept. `dropped`: the
+    lowercase names never passed on (DROPPED_REQUEST_HEADERS and maybe more)."""
+    drop = dropped
+    if "Connection" in headers:
+        drop = drop | connection_tokens(headers)
     if not pass_host:
         drop = drop | {"host"}
     out = [(name, value) for name, value in headers.items() if name.lower() not in drop]
@@ -76,5 +81,7 @@ def upstream_request_headers(
 
 def client_response_headers(headers: CIMultiDictProxy[str]) -> Iterable[tuple[str, str]]:
     """The origin's response headers minus hop-by-hop ones and `Content-Length` (set apart)."""
-    drop = HOP_BY_HOP | connection_tokens(headers) | {"content-length"}
+    drop = DROPPED_RESPONSE_HEADERS
+    if "Connection" in headers:
+        drop = drop | connection_tokens(headers)
     return [(name, value) for name, value in headers.items() if name.lower() not in drop]

@@ -7,9 +7,12 @@ no cookie jar shared between clients, no redirects followed, larger header limit
 client library's defaults. Connect timeout is enforced by the session; the time-to-first-byte
 timeout is applied around each request by the forward stage.
 
-With tracing on, a pool's session carries the OpenTelemetry aiohttp client instrumentation
-(a CLIENT span per upstream request, `traceparent` injected); with it off, no trace hooks at
-all. A pool is rebuilt when its config or the tracing it was built for changes.
+With tracing off and only plain-http targets, requests without a body go through the lean
+HTTP/1.1 client instead (`http1`, upstream/http1.py); requests with a body always use the
+session. With tracing on, every request uses the session, which then carries the
+OpenTelemetry aiohttp client instrumentation (a CLIENT span per upstream request,
+`traceparent` injected). Which client a pool uses is decided here, once. A pool is rebuilt
+when its config or the tracing it was built for changes.
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from openflare.config.models import UpstreamConfig
+from openflare.upstream.http1 import MAX_RESPONSE_HEADER_FIELD, Http1Pool
 from openflare.upstream.targets import TargetSet
 
 if TYPE_CHECKING:
     from openflare.observability.tracing import Tracing
 
 SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
-MAX_RESPONSE_HEADER_FIELD = 65_536
 
 
 class UpstreamPool:
@@ -36,6 +39,7 @@ class UpstreamPool:
         "name",
         "base_url",
         "session",
+        "http1",
         "header_timeout",
         "pass_host_header",
         "tracing",
@@ -73,26 +77,41 @@ class UpstreamPool:
             raise_for_status=False,
             trace_configs=[tracing.upstream_trace_config(config.name)] if tracing else None,
         )
+        lean = tracing is None and all(t.origin is not None for t in self.targets.targets)
+        self.http1 = (
+            Http1Pool(
+                limit=config.max_idle_conns,
+                limit_per_host=config.max_idle_conns_per_host,
+                connect_timeout=config.connect_timeout_ms / 1000,
+                total_timeout=config.total_timeout_ms / 1000 or None,
+            )
+            if lean
+            else None
+        )
 
     def connections_in_use(self) -> int:
         """Connections carrying a request now (aiohttp keeps no public count of these)."""
+        lean = self.http1.connections_in_use() if self.http1 is not None else 0
         connector = self.session.connector
         if connector is None:
-            return 0
-        return len(getattr(connector, "_acquired", ()))
+            return lean
+        return lean + len(getattr(connector, "_acquired", ()))
 
     def connections_idle(self) -> int:
         """Open connections waiting in the pool for the next request."""
+        lean = self.http1.connections_idle() if self.http1 is not None else 0
         connector = self.session.connector
         if connector is None:
-            return 0
-        return sum(len(conns) for conns in getattr(connector, "_conns", {}).values())
+            return lean
+        return lean + sum(len(conns) for conns in getattr(connector, "_conns", {}).values())
 
     def connection_limit(self) -> int:
         connector = self.session.connector
         return connector.limit if connector is not None else 0
 
     async def close(self) -> None:
+        if self.http1 is not None:
+            self.http1.close()
         await self.session.close()
 
 

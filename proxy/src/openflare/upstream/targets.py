@@ -15,13 +15,16 @@ from collections.abc import Collection
 from typing import Any
 
 from openflare.config.models import UpstreamConfig
+from openflare.upstream.http1 import lean_origin
 
 
 class Target:
-    __slots__ = ("url", "failures", "ejected_until", "ejections")
+    __slots__ = ("url", "origin", "failures", "ejected_until", "ejections")
 
     def __init__(self, url: str) -> None:
         self.url = url
+        # the lean HTTP/1.1 client's view of it (upstream/http1.py); None for https targets
+        self.origin = lean_origin(url)
         self.failures = 0  # consecutive
         self.ejected_until = 0.0  # monotonic
         self.ejections = 0

@@ -110,27 +110,79 @@ def parse_urlencoded(text: str, limit: int) -> list[tuple[str, str]]:
     return pairs
 
 
-class _Budget:
-    __slots__ = ("left",)
+# Below this depth the JSON walk recurses (fast: string leaves are handled in their parent's
+# loop, no tuple per node); deeper (max_depth may be up to 1024) it goes on with an explicit
+# stack, which visits in the same order, so Python's recursion limit is never near.
+JSON_RECURSION_DEPTH = 48
 
-    def __init__(self, left: int) -> None:
-        self.left = left
+
+def _walk_json(document: Any, data: BodyData, max_depth: int, max_values: int) -> None:
+    """Keys (as names) and strings and numbers (as values) of a JSON document, depth first:
+    a dict's keys all at once, then its values from the last to the first; a list's items in
+    order. Stops once `max_values` names and values are taken (a dict's keys count all at
+    once); containers at `max_depth` are flagged `json_too_deep` and not entered."""
+    if max_values > 0:
+        _walk_node("", document, 0, max_values, data, max_depth)
 
 
-def _walk_json(document: Any, data: BodyData, max_depth: int, budget: _Budget) -> None:
-    stack: list[tuple[str, Any, int]] = [("", document, 0)]
-    while stack and budget.left > 0:
+def _walk_node(name: str, node: Any, depth: int, left: int, data: BodyData, max_depth: int) -> int:
+    """Walk `node` (`left` > 0 values still to take); returns how many are left."""
+    kind = type(node)
+    if kind is str:
+        data.values.append((JSON, name, node))
+        return left - 1
+    if kind is dict:
+        if depth >= max_depth:
+            data.flags.add("json_too_deep")
+            return left
+        if depth >= JSON_RECURSION_DEPTH:
+            return _walk_stack(name, node, depth, left, data, max_depth)
+        data.names.extend([(JSON, key) for key in node])
+        left -= len(node)
+        children: Any = reversed(node.items())
+    elif kind is list:
+        if depth >= max_depth:
+            data.flags.add("json_too_deep")
+            return left
+        if depth >= JSON_RECURSION_DEPTH:
+            return _walk_stack(name, node, depth, left, data, max_depth)
+        children = [(name, item) for item in node]
+    elif node is None or kind is bool:
+        return left
+    else:
+        data.values.append((JSON, name, str(node)))
+        return left - 1
+    values = data.values
+    for key, value in children:
+        if left <= 0:
+            break
+        kind = type(value)
+        if kind is str:
+            values.append((JSON, key, value))
+            left -= 1
+        elif kind is dict or kind is list:
+            left = _walk_node(key, value, depth + 1, left, data, max_depth)
+        elif value is not None and kind is not bool:
+            values.append((JSON, key, str(value)))
+            left -= 1
+    return left
+
+
+def _walk_stack(name: str, node: Any, depth: int, left: int, data: BodyData, max_depth: int) -> int:
+    """`_walk_node` without recursion, for the deep part of a document."""
+    stack: list[tuple[str, Any, int]] = [(name, node, depth)]
+    while stack and left > 0:
         name, node, depth = stack.pop()
         if isinstance(node, str):
             data.values.append((JSON, name, node))
-            budget.left -= 1
+            left -= 1
         elif isinstance(node, dict):
             if depth >= max_depth:
                 data.flags.add("json_too_deep")
                 continue
             for key, value in node.items():
                 data.names.append((JSON, key))
-                budget.left -= 1
+                left -= 1
                 stack.append((key, value, depth + 1))
         elif isinstance(node, list):
             if depth >= max_depth:
@@ -139,7 +191,8 @@ def _walk_json(document: Any, data: BodyData, max_depth: int, budget: _Budget) -
             stack.extend((name, item, depth + 1) for item in reversed(node))
         elif node is not None and not isinstance(node, bool):
             data.values.append((JSON, name, str(node)))
-            budget.left -= 1
+            left -= 1
+    return left
 
 
 def parse_json(raw: bytes, data: BodyData, max_depth: int, max_values: int) -> bool:
@@ -148,7 +201,7 @@ def parse_json(raw: bytes, data: BodyData, max_depth: int, max_values: int) -> b
     except orjson.JSONDecodeError:
         return False
     data.kind = JSON
-    _walk_json(document, data, max_depth, _Budget(max_values))
+    _walk_json(document, data, max_depth, max_values)
     if isinstance(document, dict):
         query = document.get("query")
         if isinstance(query, str):

@@ -28,13 +28,22 @@ from openflare.waf.rules import (
     WafExclusion,
     WafRule,
 )
-from openflare.waf.targets import BODY_TARGETS, HEADER, is_numeric_target, needs_body
+from openflare.waf.targets import (
+    BODY_TARGETS,
+    HEADER,
+    RequestKey,
+    is_numeric_target,
+    needs_body,
+)
 from openflare.waf.transforms import TRANSFORMS, Transform
 
 if TYPE_CHECKING:
     from openflare.waf.rules import WafRules
 
 Verifier = Callable[[str], "tuple[int, int] | None"]
+# RE2's own Match: (anchor, UTF-8 text, start, end) → spans, [0] the whole match ((-1, -1):
+# none). It searches text[start:end] with the text around it as context for ^ $ \b.
+Scanner = Callable[[object, bytes, int, int], list[tuple[int, int]]]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SET_MAX_MEM = 64 << 20
 VERIFY_MAX_MEM = 8 << 20
@@ -71,6 +80,9 @@ class Condition:
     view: int = -1  # string operators: the view that holds its pattern
     set_index: int = -1
     verify: Verifier | None = None
+    # regex and phrases whose matches cannot depend on where the text starts or ends (no \A,
+    # \z, no flag group turning multi-line off): they can be verified on the view's joined text
+    scan: Scanner | None = None
     networks: tuple[IPNetwork, ...] = ()
     number: float = 0.0
     description: str = ""
@@ -124,6 +136,12 @@ class Ruleset:
     # detect_views grouped by targets: (targets, body only?, views). The engine extracts each
     # group's values once and skips a body-only group outright on a request without a body.
     detect_groups: tuple[tuple[tuple[str, ...], bool, tuple[View, ...]], ...] = ()
+    # whole-request memo (waf/engine.py): Inspection.key → what the evaluation matched, as
+    # (allowed?, ((rule, target, excerpt), ...)); a pure function of the key, so repeated
+    # requests skip even the views' memos
+    request_memo: dict[RequestKey, tuple[bool, tuple[tuple[Rule, str, str], ...]]] = field(
+        default_factory=dict
+    )
 
     @property
     def empty(self) -> bool:
@@ -217,16 +235,30 @@ def _searcher(compiled: re2._Regexp) -> Verifier:
     return search
 
 
-def _string_pattern(condition: WafCondition) -> tuple[str, Verifier]:
+_ANCHORED_TO_TEXT = re2.compile(r"\\[Az]|\(\?[a-zA-Z]*-")
+
+
+def _context_free(pattern: str) -> bool:
+    """Whether a match of `pattern` inside one line of a view's joined text is exactly a match
+    on that line alone. True unless the pattern anchors to the whole text (`\\A`, `\\z`, or a
+    flag group clearing `m`, so `^`/`$` mean the same); conservative: any such spelling counts,
+    escaped or not."""
+    return _ANCHORED_TO_TEXT.search(pattern) is None
+
+
+def _string_pattern(condition: WafCondition) -> tuple[str, Verifier, Scanner | None]:
     op = condition.operator
     if op == "regex":
         assert condition.regex is not None
         pattern = "(?m)" + condition.regex
-        return pattern, _searcher(re2.compile(pattern, _options(VERIFY_MAX_MEM)))
+        compiled = re2.compile(pattern, _options(VERIFY_MAX_MEM))
+        scan = compiled._regexp.Match if _context_free(pattern) else None
+        return pattern, _searcher(compiled), scan
     if op == "phrases":
         assert condition.phrases is not None
         pattern = "(?:" + "|".join(re2.escape(p) for p in condition.phrases) + ")"
-        return pattern, _searcher(re2.compile(pattern, _options(SET_MAX_MEM)))
+        compiled = re2.compile(pattern, _options(SET_MAX_MEM))
+        return pattern, _searcher(compiled), compiled._regexp.Match
     text = getattr(condition, op)
     assert isinstance(text, str)
     escaped = re2.escape(text)
@@ -237,17 +269,21 @@ def _string_pattern(condition: WafCondition) -> tuple[str, Verifier]:
             at = value.find(text)
             return (at, at + size) if at >= 0 else None
 
-        return escaped, verify_contains
+        return escaped, verify_contains, None
     if op == "equals":
-        return f"(?m)^{escaped}$", lambda value: (0, size) if value == text else None
+        return f"(?m)^{escaped}$", lambda value: (0, size) if value == text else None, None
     if op == "prefix":
-        return f"(?m)^{escaped}", lambda value: (0, size) if value.startswith(text) else None
+        return (
+            f"(?m)^{escaped}",
+            lambda value: (0, size) if value.startswith(text) else None,
+            None,
+        )
     if op == "suffix":
 
         def verify_suffix(value: str) -> tuple[int, int] | None:
             return (len(value) - size, len(value)) if value.endswith(text) else None
 
-        return f"(?m){escaped}$", verify_suffix
+        return f"(?m){escaped}$", verify_suffix, None
     raise RuleCompileError(f"unknown operator {op}")  # pragma: no cover
 
 
@@ -278,7 +314,7 @@ class _Builder:
         if isinstance(number, float):
             compiled.number = number
             return compiled
-        pattern, verify = _string_pattern(condition)
+        pattern, verify, scan = _string_pattern(condition)
         view = self.view(condition.target, condition.transforms)
         key = (view.index, pattern)
         index = self.pattern_index.get(key)
@@ -291,6 +327,7 @@ class _Builder:
         compiled.view = view.index
         compiled.set_index = index
         compiled.verify = verify
+        compiled.scan = scan
         return compiled
 
 

@@ -14,13 +14,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from openflare.waf.compile import Condition, Rule, Ruleset
+import re2
+
+from openflare.waf.compile import Condition, Rule, Ruleset, Scanner, View
 from openflare.waf.targets import Inspection, Value
 from openflare.waf.transforms import TRANSFORMS
 
 DETECTION_ACTIONS = ("block", "score")
+UNANCHORED = re2._Anchor.UNANCHORED
+SCAN_JOINED_TRIES = 8  # whole-text searches per verification before going line by line
 MEMO_MAX_TEXT = 1024  # longer view texts (bodies, big queries) are not remembered
 MEMO_MAX_ENTRIES = 4096  # per view; the memo is dropped whole when full (bounded, cheap)
+# The whole-request memo (Ruleset.request_memo): bodyless requests whose target and headers
+# hold at most this much text, this many of them
+REQUEST_MEMO_MAX_CHARS = 4096
+REQUEST_MEMO_MAX_ENTRIES = 2048
 
 
 @dataclass(slots=True)
@@ -59,7 +67,17 @@ class Evaluation:
     """The per-request state of one evaluation: transformed views and Set hits, each computed
     once and shared by every rule that needs it."""
 
-    __slots__ = ("ruleset", "request", "_chains", "_texts", "_hits", "_excerpt", "_raw")
+    __slots__ = (
+        "ruleset",
+        "request",
+        "_chains",
+        "_texts",
+        "_hits",
+        "_excerpt",
+        "_raw",
+        "_encoded",
+        "_utf8_texts",
+    )
 
     def __init__(self, ruleset: Ruleset, request: Inspection) -> None:
         self.ruleset = ruleset
@@ -69,6 +87,8 @@ class Evaluation:
         self._hits: dict[int, frozenset[int]] = {}
         self._excerpt = ruleset.excerpt_chars
         self._raw: dict[tuple[str, ...], str | None] = {}  # targets → raw text (None: no values)
+        self._encoded: dict[tuple[tuple[str, ...], tuple[str, ...]], bytes | None] = {}
+        self._utf8_texts: dict[tuple[tuple[str, ...], tuple[str, ...]], bytes] = {}
 
     def raw_text(self, targets: tuple[str, ...]) -> str | None:
         """The untransformed text of `targets` (what a view's memo is keyed on, the same as
@@ -181,28 +201,135 @@ class Evaluation:
             (kind, name, line) for (kind, name, _), line in zip(base, text.split("\n"), strict=True)
         ]
 
+    def _line_per_value(self, targets: tuple[str, ...], chain: tuple[str, ...]) -> bytes | None:
+        """The view's transformed joined text as UTF-8 when line i of it is the chain's result
+        for value i (see `_split`), else None."""
+        key = (targets, chain)
+        if key in self._encoded:
+            return self._encoded[key]
+        encoded: bytes | None = None
+        base = self.transformed(targets, ())
+        raw = self.raw_text(targets)
+        if base and raw is not None:
+            breaks = len(base) - 1
+            text = self.text(targets, chain)
+            if raw.count("\n") == breaks and text.count("\n") == breaks:
+                encoded = self._utf8(targets, chain)
+        self._encoded[key] = encoded
+        return encoded
+
+    def _scan(
+        self, rule: Rule, scan: Scanner, targets: tuple[str, ...], text: bytes
+    ) -> RuleMatch | None:
+        """The first value (in order) the condition's regex finds, and where: exactly what
+        searching value by value gives, mostly found by searching the joined text. RE2 reads
+        the text around a window as context for `^ $ \\b`, so searching one line's window is
+        searching that value alone. A match of the whole text that lies inside one line is
+        that value's first match: every match of the value alone is one of the whole text (so
+        none starts earlier, and with the same start the same alternative wins), and no
+        earlier line has one. A match that starts at or runs across a line break (the `\\n`
+        of `rce-unix-command`'s `[;|&\\n\\r]`) says nothing for its line: that line gets a
+        search of its own and the scan goes on after it. After SCAN_JOINED_TRIES such whole-
+        text searches the remaining lines are searched one by one (each search of the whole
+        text may read to its end: the total stays linear)."""
+        values = self.transformed(targets, ())
+        check_exclusions = bool(rule.exclusions)
+        size = len(text)
+        position = index = 0  # the start of line `index`
+        for _ in range(SCAN_JOINED_TRIES):
+            start, end = scan(UNANCHORED, text, position, size)[0]
+            if start < 0:
+                return None
+            breaks = text.count(b"\n", position, start)
+            if breaks:
+                index += breaks
+                position = text.rfind(b"\n", position, start) + 1
+            line_end = text.find(b"\n", start)
+            if line_end < 0:
+                line_end = size
+            kind, name, _ = values[index]
+            if not (check_exclusions and self._excluded(rule, kind, name)):
+                if end > line_end:  # across a line break: this line on its own
+                    start, end = scan(UNANCHORED, text, position, line_end)[0]
+                if start >= 0:
+                    return self._scan_match(
+                        rule, values[index], text, position, line_end, start, end
+                    )
+            position = line_end + 1
+            index += 1
+            if position > size:
+                return None
+        while position <= size:
+            line_end = text.find(b"\n", position)
+            if line_end < 0:
+                line_end = size
+            kind, name, _ = values[index]
+            if not (check_exclusions and self._excluded(rule, kind, name)):
+                start, end = scan(UNANCHORED, text, position, line_end)[0]
+                if start >= 0:
+                    return self._scan_match(
+                        rule, values[index], text, position, line_end, start, end
+                    )
+            position = line_end + 1
+            index += 1
+        return None
+
+    def _scan_match(
+        self,
+        rule: Rule,
+        found: Value,
+        text: bytes,
+        line_start: int,
+        line_end: int,
+        start: int,
+        end: int,
+    ) -> RuleMatch:
+        kind, name, _ = found
+        line = text[line_start:line_end]
+        value = line.decode("utf-8")
+        start -= line_start
+        end -= line_start
+        if len(line) != len(value):  # byte offsets → character offsets
+            chars = len(line[:start].decode("utf-8"))
+            start, end = chars, chars + len(line[start:end].decode("utf-8"))
+        return RuleMatch(
+            rule, f"{kind}:{name}" if kind else name, self._snippet(value, (start, end))
+        )
+
     def hits(self, view_index: int) -> frozenset[int]:
         found = self._hits.get(view_index)
         if found is not None:
             return found
         view = self.ruleset.views[view_index]
-        result: frozenset[int] = frozenset()
         raw = self.raw_text(view.targets) if view.matcher is not None else None
+        return self.view_hits(view, raw)
+
+    def view_hits(self, view: View, raw: str | None) -> frozenset[int]:
+        """The Set indices of `view` that hit, given its targets' raw text (from `raw_text`)."""
+        result: frozenset[int] = frozenset()
         if raw is not None:
             memo = view.memo
             remembered = memo.get(raw)
             if remembered is not None:
-                self._hits[view_index] = remembered
+                self._hits[view.index] = remembered
                 return remembered
-            matched = view.match(self.text(view.targets, view.chain).encode("utf-8"))
+            matched = view.match(self._utf8(view.targets, view.chain))
             if matched:
                 result = frozenset(matched)
             if len(raw) <= MEMO_MAX_TEXT:
                 if len(memo) >= MEMO_MAX_ENTRIES:
                     memo.clear()
                 memo[raw] = result
-        self._hits[view_index] = result
+        self._hits[view.index] = result
         return result
+
+    def _utf8(self, targets: tuple[str, ...], chain: tuple[str, ...]) -> bytes:
+        """`text(targets, chain)` as UTF-8, encoded once (the Set pass and verification)."""
+        key = (targets, chain)
+        encoded = self._utf8_texts.get(key)
+        if encoded is None:
+            encoded = self._utf8_texts[key] = self.text(targets, chain).encode("utf-8")
+        return encoded
 
     # ---- one condition, one rule
 
@@ -229,6 +356,10 @@ class Evaluation:
             view = self.ruleset.views[condition.view]
             if condition.set_index not in self.hits(condition.view):
                 return None
+            if condition.scan is not None:
+                encoded = self._line_per_value(view.targets, view.chain)
+                if encoded is not None:
+                    return self._scan(rule, condition.scan, view.targets, encoded)
             verify = condition.verify
             check_exclusions = bool(rule.exclusions)
             for kind, name, value in self.transformed(view.targets, view.chain):
@@ -303,6 +434,40 @@ class Evaluation:
 def evaluate(ruleset: Ruleset, request: Inspection, *, route_shadow: bool = False) -> Verdict:
     if ruleset.empty:
         return PASS
+    key = request.key
+    if key is None:
+        return _evaluate(ruleset, request, route_shadow)
+    memo = ruleset.request_memo
+    remembered = memo.get(key)
+    if remembered is not None:
+        allowed, found = remembered
+        if not found:
+            return PASS
+        matches = [RuleMatch(rule, target, excerpt) for rule, target, excerpt in found]
+        if allowed:
+            matches[0].action = "allow"
+            return Verdict("allow", matches=matches)
+        return decide(ruleset, matches, route_shadow=route_shadow)
+    verdict = _evaluate(ruleset, request, route_shadow)
+    if _request_chars(request) <= REQUEST_MEMO_MAX_CHARS:
+        if len(memo) >= REQUEST_MEMO_MAX_ENTRIES:
+            memo.clear()
+        memo[key] = (
+            verdict.decision == "allow",
+            tuple((m.rule, m.target, m.excerpt) for m in verdict.matches),
+        )
+    return verdict
+
+
+def _request_chars(request: Inspection) -> int:
+    """About how much text a memo key of this request holds."""
+    size = len(request.raw_target) + len(request.path)
+    for name, value in request.headers:
+        size += len(name) + len(value)
+    return size
+
+
+def _evaluate(ruleset: Ruleset, request: Inspection, route_shadow: bool) -> Verdict:
     run = Evaluation(ruleset, request)
     for rule in ruleset.allow_rules:
         found = run.match(rule)
@@ -311,14 +476,15 @@ def evaluate(ruleset: Ruleset, request: Inspection, *, route_shadow: bool = Fals
             return Verdict("allow", matches=[found])
     candidates: set[int] = set(ruleset.always_rules)
     has_body = bool(request.body)
-    hits = run.hits
+    view_hits = run.view_hits
     for targets, body_only, views in ruleset.detect_groups:
         if body_only and not has_body:
             continue  # every target is a body target: no values without a body
-        if run.raw_text(targets) is None:
+        raw = run.raw_text(targets)
+        if raw is None:
             continue  # the targets have no values here: none of the group's views can hit
         for view in views:
-            hit = hits(view.index)
+            hit = view_hits(view, raw)
             if hit:
                 owners = view.pattern_rules
                 for index in hit:

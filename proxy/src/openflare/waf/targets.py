@@ -40,6 +40,10 @@ from openflare.waf.bodies import (
 )
 
 Value = tuple[str, str, str]
+# method, raw target, path, query, client IP, body size, truncated, parser limits, headers
+RequestKey = tuple[
+    str, str, str, str, str, int, bool, tuple[int, int, int], tuple[tuple[str, str], ...]
+]
 ARG, HEADER, COOKIE = "arg", "header", "cookie"
 
 BODY_TARGETS = frozenset(
@@ -174,13 +178,15 @@ class Inspection:
         "raw_target",
         "path",
         "query",
-        "headers",
-        "lower_headers",
         "client_ip",
         "body",
         "body_size",
         "truncated",
-        "content_type",
+        "key",
+        "_sent_headers",
+        "_headers",
+        "_lower_headers",
+        "_content_type",
         "_limits",
         "_cache",
         "_body_data",
@@ -208,19 +214,32 @@ class Inspection:
         self.raw_target = _text(raw_target)
         self.path = _text(path)
         self.query = _text(query)
-        if not all(name.isascii() and value.isascii() for name, value in headers):
-            headers = [(_text(name), _text(value)) for name, value in headers]
-        self.headers = headers
         self.client_ip = client_ip
         self.body = body
         self.body_size = body_size if body_size is not None else len(body or b"")
         self.truncated = truncated
-        self.lower_headers = [(name.lower(), value) for name, value in headers]
-        self.content_type = ""
-        for name, value in self.lower_headers:
-            if name == "content-type":
-                self.content_type = value
-                break
+        sent = headers if isinstance(headers, tuple) else tuple(headers)
+        self._sent_headers = sent
+        # Every input of the evaluation, for the engine's whole-request memo; requests with a
+        # body are not remembered (None)
+        self.key: RequestKey | None = (
+            None
+            if body
+            else (
+                method,
+                raw_target,
+                path,
+                query,
+                client_ip,
+                self.body_size,
+                truncated,
+                limits,
+                sent,
+            )
+        )
+        self._headers: Sequence[tuple[str, str]] | None = None
+        self._lower_headers: list[tuple[str, str]] | None = None
+        self._content_type = ""
         self._limits = limits
         self._cache: dict[str, list[Value]] = {}
         self._body_data: BodyData | None = None
@@ -230,6 +249,38 @@ class Inspection:
         self._by_name: dict[str, list[str]] | None = None
 
     # ---- raw material, parsed once
+
+    def _read_headers(self) -> list[tuple[str, str]]:
+        headers: Sequence[tuple[str, str]] = self._sent_headers
+        if not all(name.isascii() and value.isascii() for name, value in headers):
+            headers = [(_text(name), _text(value)) for name, value in headers]
+        self._headers = headers
+        lower = self._lower_headers = [(name.lower(), value) for name, value in headers]
+        for name, value in lower:
+            if name == "content-type":
+                self._content_type = value
+                break
+        return lower
+
+    @property
+    def headers(self) -> Sequence[tuple[str, str]]:
+        """The headers as sent (names in their case), as valid Unicode."""
+        if self._headers is None:
+            self._read_headers()
+        assert self._headers is not None
+        return self._headers
+
+    @property
+    def lower_headers(self) -> list[tuple[str, str]]:
+        """(lower-cased name, value) for every header, in order."""
+        lower = self._lower_headers
+        return lower if lower is not None else self._read_headers()
+
+    @property
+    def content_type(self) -> str:
+        if self._lower_headers is None:
+            self._read_headers()
+        return self._content_type
 
     @property
     def body_data(self) -> BodyData:

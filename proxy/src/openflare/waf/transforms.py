@@ -22,6 +22,8 @@ import unicodedata
 from collections.abc import Callable
 from html.entities import html5
 
+import re2
+
 Transform = Callable[[str], str]
 
 MAX_DECODE_ROUNDS = 4
@@ -274,6 +276,37 @@ def _base64_line(line: str) -> list[str]:
     return found
 
 
+# The lines `_base64_line` can find something in, whatever else they hold: every token it
+# decodes is at least MIN_BASE64_CHARS characters of the Base64 alphabet (a space standing for
+# `+` in a line of alphabet and spaces), taken from the line, that mixes cases or has no letter
+# (`_decode_base64_token`). So the line holds an upper- and a lower-case ASCII letter, or eight
+# characters in a row from the letterless part of the alphabet (and space). One RE2 pass over a
+# view's joined text picks those lines; the Python check runs on them alone.
+_BASE64_CANDIDATE_LINE = re2.compile(
+    f"(?m)^.*(?:[A-Z].*[a-z]|[a-z].*[A-Z]|[0-9+/=_\\- ]{{{MIN_BASE64_CHARS}}}).*$"
+)
+_BASE64_CANDIDATE_MATCH = _BASE64_CANDIDATE_LINE._regexp.Match
+_UNANCHORED = re2._Anchor.UNANCHORED
+
+
+def _base64_candidate_lines(text: str) -> list[str]:
+    """The lines of `text` (in order) that may hide Base64, by one RE2 scan."""
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no RE2 here, every line is a candidate
+        return text.split("\n")
+    lines: list[str] = []
+    match = _BASE64_CANDIDATE_MATCH
+    position, size = 0, len(encoded)
+    while position < size:
+        start, end = match(_UNANCHORED, encoded, position, size)[0]
+        if start < 0:
+            break
+        lines.append(encoded[start:end].decode("utf-8"))
+        position = end + 1  # past the line break ending the line (a match is never empty)
+    return lines
+
+
 def base64_decode(value: str) -> str:
     """Values that look like Base64 (standard or URL-safe, padding optional) and decode to
     printable UTF-8 text: the decoded text is appended after a newline, so a rule sees both
@@ -285,7 +318,7 @@ def base64_decode(value: str) -> str:
         found = _base64_line(value)
     else:
         found = []
-        for line in value.split("\n"):
+        for line in _base64_candidate_lines(value):
             if len(line) >= MIN_BASE64_CHARS:
                 found.extend(_base64_line(line))
     return value + "\n" + "\n".join(found) if found else value
@@ -323,6 +356,14 @@ def compress_whitespace(value: str) -> str:
         return value
     if "\n" not in value:
         return " ".join(value.split())
+    if "  " not in value and value.replace("\n", " ").isprintable():
+        # The only whitespace is single spaces (every other kind is not printable): what
+        # changes is a space at the start or end of a line (`*/*` after remove_comments).
+        if " \n" in value:
+            value = value.replace(" \n", "\n")
+        if "\n " in value:
+            value = value.replace("\n ", "\n")
+        return value.strip(" ")
     return "\n".join([" ".join(line.split()) for line in value.split("\n")])
 
 

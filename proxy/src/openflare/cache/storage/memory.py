@@ -1,7 +1,9 @@
 """In-process LRU store bounded by entries and by bytes, with exact byte accounting.
 
 Entries expire on read (past what stale serving or validation could still use) and in a
-periodic sweep; tag and URL indexes make purges proportional to what they remove. Bodies being
+periodic sweep; tag and URL indexes make purges proportional to what they remove. The indexes
+hold only what the entry itself cannot tell: a URL without `Vary` and without extra key parts
+(the usual case) is found by its key alone, so it costs one LRU slot and nothing more. Bodies being
 collected for storage are reserved against the same `max_bytes` (`reserve` / `release`), so
 stored plus in-flight bytes stay within it.
 """
@@ -35,9 +37,12 @@ class MemoryStore:
         self.max_bytes = max_bytes
         self.max_variants = max_variants
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
+        # primaries with a Vary: their header names and their variants' keys (a primary
+        # without Vary is its entry's key)
         self._vary: dict[str, tuple[str, ...]] = {}
-        self._variants: dict[str, OrderedDict[str, None]] = {}  # primary → variant keys
-        self._by_base: dict[str, set[str]] = {}  # URL → variant keys
+        self._variants: dict[str, OrderedDict[str, None]] = {}
+        # URL → the primaries that are more than that URL (extra key parts after `#`)
+        self._keyed: dict[str, set[str]] = {}
         self._tags: dict[str, set[str]] = {}
         self.size_bytes = 0  # stored entries (entry.memory_cost)
         self.reserved_bytes = 0  # bodies being collected for storage
@@ -66,7 +71,10 @@ class MemoryStore:
         return entry
 
     async def get_vary(self, primary: str) -> tuple[str, ...] | None:
-        return self._vary.get(primary)
+        vary = self._vary.get(primary)
+        if vary is None and primary in self._entries:
+            return ()
+        return vary
 
     # --- writes --------------------------------------------------------------------------------
 
@@ -76,18 +84,23 @@ class MemoryStore:
             return
         if entry.key in self._entries:
             self._remove(entry.key)
-        if self._vary.get(entry.primary, entry.vary) != entry.vary:
-            self._remove_primary(entry.primary)  # the origin changed what it varies on
+        primary = entry.primary
+        stored_vary = self._vary.get(primary, () if primary in self._entries else entry.vary)
+        if stored_vary != entry.vary:
+            self._remove_primary(primary)  # the origin changed what it varies on
         self._entries[entry.key] = entry
         self.size_bytes += entry.size
-        self._vary[entry.primary] = entry.vary
-        variants = self._variants.setdefault(entry.primary, OrderedDict())
-        variants[entry.key] = None
-        self._by_base.setdefault(base_of(entry.primary), set()).add(entry.key)
+        base = base_of(primary)
+        if base != primary:
+            self._keyed.setdefault(base, set()).add(primary)
         for tag in entry.tags:
             self._tags.setdefault(tag, set()).add(entry.key)
-        while len(variants) > self.max_variants:
-            self._evict(next(iter(variants)))
+        if entry.vary:
+            self._vary[primary] = entry.vary
+            variants = self._variants.setdefault(primary, OrderedDict())
+            variants[entry.key] = None
+            while len(variants) > self.max_variants:
+                self._evict(next(iter(variants)))
         while self._entries and (
             len(self._entries) > self.max_entries
             or self.size_bytes + self.reserved_bytes > self.max_bytes
@@ -119,18 +132,20 @@ class MemoryStore:
         if entry is None:
             return None
         self.size_bytes -= entry.size
-        variants = self._variants.get(entry.primary)
+        primary = entry.primary
+        variants = self._variants.get(primary)
         if variants is not None:
             variants.pop(key, None)
             if not variants:
-                del self._variants[entry.primary]
-                self._vary.pop(entry.primary, None)
-        base = base_of(entry.primary)
-        keys = self._by_base.get(base)
-        if keys is not None:
-            keys.discard(key)
-            if not keys:
-                del self._by_base[base]
+                del self._variants[primary]
+                self._vary.pop(primary, None)
+        base = base_of(primary)
+        if base != primary and primary not in self._variants:  # its last variant went
+            keyed = self._keyed.get(base)
+            if keyed is not None:
+                keyed.discard(primary)
+                if not keyed:
+                    del self._keyed[base]
         for tag in entry.tags:
             tagged = self._tags.get(tag)
             if tagged is not None:
@@ -139,8 +154,15 @@ class MemoryStore:
                     del self._tags[tag]
         return entry
 
+    def _keys_of(self, primary: str) -> list[str]:
+        """The keys of the entries stored under `primary` (its variants, or itself)."""
+        variants = self._variants.get(primary)
+        if variants is not None:
+            return list(variants)
+        return [primary] if primary in self._entries else []
+
     def _remove_primary(self, primary: str) -> None:
-        for key in list(self._variants.get(primary, ())):
+        for key in self._keys_of(primary):
             self._remove(key)
 
     def _purge(self, keys: Iterable[str], soft: bool) -> int:
@@ -157,7 +179,8 @@ class MemoryStore:
         return count
 
     async def purge_url(self, base: str, soft: bool) -> int:
-        return self._purge(self._by_base.get(base, ()), soft)
+        primaries = [base, *self._keyed.get(base, ())]
+        return self._purge([key for p in primaries for key in self._keys_of(p)], soft)
 
     async def purge_key(self, key: str, soft: bool) -> int:
         return self._purge((key,), soft)
@@ -165,9 +188,8 @@ class MemoryStore:
     async def purge_prefix(self, prefix: str, soft: bool) -> int:
         keys = [
             key
-            for base, variant_keys in self._by_base.items()
-            if url_matches_prefix(base, prefix)
-            for key in variant_keys
+            for key, entry in self._entries.items()
+            if url_matches_prefix(base_of(entry.primary), prefix)
         ]
         return self._purge(keys, soft)
 

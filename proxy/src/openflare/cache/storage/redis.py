@@ -1,7 +1,8 @@
 """Redis store: one cache shared by every proxy replica, so a purge on one is seen by all.
 
 Layout under `cache.redis_key_prefix` (default `openflare:cache:`):
-`e:<sha256(key)>` the entry (4-byte header length, JSON metadata, body), expiring when the entry
+`e:<sha256(key)>` the entry (4-byte metadata length, JSON metadata with the stored header block
+as a latin-1 string, body), expiring when the entry
 is useless even for stale serving; `v:<primary>` the header names its variants vary on;
 `u:<url>` and `t:<tag>` sets of entry keys, so URL and tag purges never use `KEYS`; prefix
 purges walk `u:*` with `SCAN`. Timeouts are short: a Redis outage makes the cache a
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import redis.asyncio as aioredis
 
-from openflare.cache.entry import CacheEntry
+from openflare.cache.entry import CacheEntry, render_headers
 from openflare.cache.key import base_of
 from openflare.cache.storage.base import StoreStats, url_matches_prefix
 
@@ -52,12 +53,14 @@ EVICTING_POLICIES = frozenset(
     }
 )
 META_FIELDS = tuple(
-    f for f in CacheEntry.__dataclass_fields__ if f not in ("body", "hits", "size", "_header_map")
+    f for f in CacheEntry.__dataclass_fields__ if f not in ("body", "hits", "size", "defaults")
 )
 
 
 def encode_entry(entry: CacheEntry) -> bytes:
-    meta = orjson.dumps({name: getattr(entry, name) for name in META_FIELDS})
+    fields = {name: getattr(entry, name) for name in META_FIELDS}
+    fields["headers"] = entry.headers.decode("latin-1")  # any bytes, losslessly, as JSON text
+    meta = orjson.dumps(fields)
     return len(meta).to_bytes(4, "big") + meta + entry.body
 
 
@@ -66,7 +69,15 @@ def decode_entry(raw: bytes | str) -> CacheEntry:
         raw = raw.encode("latin-1")
     length = int.from_bytes(raw[:4], "big")
     meta: dict[str, Any] = orjson.loads(raw[4 : 4 + length])
-    meta["headers"] = tuple(tuple(pair) for pair in meta["headers"])
+    headers = meta["headers"]
+    if isinstance(headers, str):
+        meta["headers"] = headers.encode("latin-1")
+    else:  # written before the header block: [[name, value], ...] (Cache-Status then stored)
+        meta.pop("etag", None)  # now read from the block
+        meta.pop("last_modified", None)
+        meta["headers"] = render_headers(
+            (name, value) for name, value in headers if name.lower() != "cache-status"
+        )
     meta["vary"] = tuple(meta["vary"])
     meta["tags"] = tuple(meta["tags"])
     return CacheEntry(body=raw[4 + length :], **meta)
