@@ -116,8 +116,9 @@ SCENARIOS: tuple[Scenario, ...] = (
         script="new_header_each.lua",
     ),
     # what a replica pays for sharing its cache and limits (docs/12 "Scaling past one core"): a
-    # HIT reads the entry's Vary list and the entry (2 round trips), a rate-limit decision is one
-    # script call; right after their memory-store twins, so a round's drift hits both alike
+    # HIT without Vary reads the entry's Vary list and the entry in one MGET, a rate-limit
+    # decision is one script call; right after their memory-store twins, so a round's drift hits
+    # both alike
     Scenario(
         "of-redis-hit-1k",
         "OpenFlare cache HIT, Redis store, 1 KB",
@@ -126,7 +127,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "1k",
         "none",
         "openflare",
-        redis_per_request=2,
+        redis_per_request=1,
     ),
     Scenario(
         "of-redis-full-hit-1k",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from openflare.ratelimit.redis import (
     SCRIPT,
     SCRIPT_SHA,
     RedisBackend,
+    connect,
     parse_reply,
     redacted,
     script_args,
@@ -204,6 +206,37 @@ async def test_error_lines_once_per_interval() -> None:
     await s.decide()
     events = s.events("ratelimit_backend_error")
     assert len(events) == 2 and events[1]["suppressed"] == 19
+
+
+def test_connect_sets_no_per_command_timeout() -> None:
+    config = RedisBackendConfig(url="redis://127.0.0.1:6390/1", timeout_ms=80)
+    _, pool = connect(config)
+    kwargs = pool.connection_kwargs
+    assert kwargs["socket_timeout"] is None  # decide's asyncio.timeout bounds the call
+    assert kwargs["socket_connect_timeout"] == config.connect_timeout_ms / 1000
+    assert pool.timeout == 0.08  # the wait for a free pooled connection stays bounded
+
+
+async def test_a_hung_server_fails_within_the_budget_with_a_real_client() -> None:
+    with socket.socket() as listener:  # accepts connections, never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        stream = io.BytesIO()
+        log = LogWriter(stream, flush_interval=0.001)
+        metrics = Metrics()
+        config = RedisBackendConfig(
+            url=f"redis://127.0.0.1:{port}/0", timeout_ms=30, connect_timeout_ms=30
+        )
+        backend = RedisBackend(config, log, metrics)
+        try:
+            # the outer wait_for only keeps a missing bound from hanging the test
+            assert await asyncio.wait_for(backend.decide(KEYS, LIMITS), 10) is None
+            assert backend.failing
+            log.flush()
+            assert b"TimeoutError" in stream.getvalue()
+        finally:
+            await backend.close()
 
 
 async def test_close_closes_the_client() -> None:

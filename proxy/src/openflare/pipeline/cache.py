@@ -234,10 +234,7 @@ class CacheStage:
     async def _lookup(self, primary: str, exchange: Exchange) -> CacheEntry | None:
         started = time.monotonic()
         try:
-            vary = await self._store.get_vary(primary)
-            if vary is None:
-                return None
-            return await self._store.get(variant_key(primary, vary, exchange.request.headers))
+            return await self._store.lookup(primary, exchange.request.headers)
         except Exception:  # a store outage degrades to a miss, never a 5xx
             self._metrics.cache_operation("error")
             return None

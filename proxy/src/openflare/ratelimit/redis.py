@@ -11,8 +11,9 @@ Failures (refused or timed-out connections, script errors) never raise into the 
 error line is logged at most once per `error_log_interval_s` (with how many were suppressed).
 After a failure, requests skip Redis for `retry_interval_ms` (no request waits on a dead
 server), then one request probes it; when it answers, a recovery line is logged and every
-request uses Redis again. redis-py reconnects by itself; its own retries are off, so a decision
-waits at most `connect_timeout_ms + timeout_ms`.
+request uses Redis again. redis-py reconnects by itself; its own retries are off and one
+`asyncio.timeout` bounds each call (no per-command socket timeout), so a decision waits at most
+`connect_timeout_ms + timeout_ms`.
 """
 
 from __future__ import annotations
@@ -125,7 +126,10 @@ def connect(config: RedisBackendConfig) -> tuple[ScriptClient, BlockingConnectio
         max_connections=config.max_connections,
         timeout=timeout,  # wait for a free pooled connection at most this long
         socket_connect_timeout=config.connect_timeout_ms / 1000,
-        socket_timeout=timeout,
+        # no per-command timeout: `decide` and `peek` bound the whole call (asyncio.timeout),
+        # and a `socket_timeout` would cost an `asyncio.wait_for` (a new task before Python
+        # 3.12) and a timeout context per command (redis-py 8 defaults to 5 s: say None)
+        socket_timeout=None,
         retry=Retry(NoBackoff(), 0),  # the timeouts are the whole budget: no hidden retries
     )
     return cast(ScriptClient, Redis(connection_pool=pool)), pool

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Protocol
 from openflare.cache.entry import CacheEntry
 
 if TYPE_CHECKING:
+    from multidict import MultiMapping
+
     from openflare.config.models import CacheConfig
     from openflare.observability.logging import LogWriter
     from openflare.observability.metrics import Metrics
@@ -36,6 +38,12 @@ class CacheStore(Protocol):
 
     async def get_vary(self, primary: str) -> tuple[str, ...] | None:
         """The header names the stored variants of `primary` vary on (None: nothing stored)."""
+        ...
+
+    async def lookup(self, primary: str, headers: MultiMapping[str]) -> CacheEntry | None:
+        """What a request with `headers` finds under `primary`: `get_vary(primary)`, then (when
+        something is stored) `get` of `variant_key(primary, vary, headers)` — one call, so a
+        shared store can read both in one round trip."""
         ...
 
     async def put(self, entry: CacheEntry) -> None: ...

@@ -14,10 +14,14 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from openflare.cache.entry import CacheEntry
-from openflare.cache.key import base_of
+from openflare.cache.key import base_of, variant_key
 from openflare.cache.storage.base import StoreStats, url_matches_prefix
+
+if TYPE_CHECKING:
+    from multidict import MultiMapping
 
 SWEEP_INTERVAL_SECONDS = 30.0
 
@@ -75,6 +79,12 @@ class MemoryStore:
         if vary is None and primary in self._entries:
             return ()
         return vary
+
+    async def lookup(self, primary: str, headers: MultiMapping[str]) -> CacheEntry | None:
+        """`get_vary`, then `get` of the variant, without the extra await: a primary with no
+        Vary record is its entry's key (absent: `get` finds nothing)."""
+        vary = self._vary.get(primary)
+        return await self.get(primary if vary is None else variant_key(primary, vary, headers))
 
     # --- writes --------------------------------------------------------------------------------
 

@@ -29,10 +29,12 @@ import orjson
 import redis.asyncio as aioredis
 
 from openflare.cache.entry import CacheEntry, render_headers
-from openflare.cache.key import base_of
+from openflare.cache.key import base_of, variant_key
 from openflare.cache.storage.base import StoreStats, url_matches_prefix
 
 if TYPE_CHECKING:
+    from multidict import MultiMapping
+
     from openflare.config.models import CacheConfig
     from openflare.observability.logging import LogWriter
     from openflare.observability.metrics import Metrics
@@ -83,6 +85,12 @@ def decode_entry(raw: bytes | str) -> CacheEntry:
     return CacheEntry(body=raw[4 + length :], **meta)
 
 
+def parse_vary(raw: bytes | str) -> tuple[str, ...]:
+    """A stored Vary record: the header names, comma-separated ("" when none)."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    return tuple(text.split(",")) if text else ()
+
+
 def glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
@@ -92,6 +100,7 @@ class RedisStore:
 
     def __init__(self, config: CacheConfig, metrics: Metrics, log: LogWriter) -> None:
         timeout = config.redis_timeout_ms / 1000
+        # writes, purges, stats: every command bounded by `socket_timeout`
         self._redis = aioredis.Redis.from_url(
             config.redis_url,
             socket_timeout=timeout,
@@ -99,6 +108,17 @@ class RedisStore:
             retry_on_timeout=False,
             max_connections=256,
         )
+        # Reads (every request's lookup): a `socket_timeout` makes redis-py wrap each command's
+        # write in `asyncio.wait_for` (a new task per command before Python 3.12) and its read
+        # in a timeout context; one `asyncio.timeout` around the whole read bounds it instead.
+        self._reads = aioredis.Redis.from_url(
+            config.redis_url,
+            socket_timeout=None,  # redis-py 8 defaults to 5 s
+            socket_connect_timeout=timeout,
+            retry_on_timeout=False,
+            max_connections=256,
+        )
+        self._read_budget = 2 * timeout  # a new connection, then the read
         self._prefix = config.redis_key_prefix
         self._max_bytes = config.max_bytes  # bodies in flight in this process
         self._reserved = 0
@@ -177,9 +197,31 @@ class RedisStore:
                 error=f"{type(exc).__name__}: {exc}"[:300],
             )
 
+    async def lookup(self, primary: str, headers: MultiMapping[str]) -> CacheEntry | None:
+        """The stored variant of `primary` for a request with `headers`, in one round trip when
+        the resource has no Vary: one `MGET` reads the Vary record and the entry a variant
+        without Vary is stored under (its key is the primary); a second `GET` only when the
+        record names headers."""
+        try:
+            async with asyncio.timeout(self._read_budget):
+                raw_vary, raw = await self._reads.mget(
+                    self._prefix + "v:" + primary, self._entry_key(primary)
+                )
+                if raw_vary is None:
+                    return None
+                vary = parse_vary(raw_vary)
+                if vary:
+                    key = self._entry_key(variant_key(primary, vary, headers))
+                    raw = await self._reads.get(key)
+        except Exception as exc:
+            self._failed("lookup", exc)
+            raise
+        return decode_entry(raw) if raw else None
+
     async def get(self, key: str) -> CacheEntry | None:
         try:
-            raw = await self._redis.get(self._entry_key(key))
+            async with asyncio.timeout(self._read_budget):
+                raw = await self._reads.get(self._entry_key(key))
         except Exception as exc:
             self._failed("get", exc)
             raise
@@ -189,7 +231,8 @@ class RedisStore:
         """A plain `GET`, like `get`: nothing here refreshes a TTL (no `GETEX`, no `PEXPIRE`) or
         counts a hit, so a read for an explanation leaves the entry as it was."""
         try:
-            raw = await self._redis.get(self._entry_key(key))
+            async with asyncio.timeout(self._read_budget):
+                raw = await self._reads.get(self._entry_key(key))
         except Exception as exc:
             self._failed("peek", exc)
             raise
@@ -197,14 +240,12 @@ class RedisStore:
 
     async def get_vary(self, primary: str) -> tuple[str, ...] | None:
         try:
-            raw = await self._redis.get(self._prefix + "v:" + primary)
+            async with asyncio.timeout(self._read_budget):
+                raw = await self._reads.get(self._prefix + "v:" + primary)
         except Exception as exc:
             self._failed("get_vary", exc)
             raise
-        if raw is None:
-            return None
-        text = raw.decode() if isinstance(raw, bytes) else raw
-        return tuple(text.split(",")) if text else ()
+        return None if raw is None else parse_vary(raw)
 
     async def put(self, entry: CacheEntry) -> None:
         ttl_ms = max(1000, int((entry.keep_until() - time.time()) * 1000))
@@ -312,3 +353,4 @@ class RedisStore:
         if self._bounds_check is not None and not self._bounds_check.done():
             self._bounds_check.cancel()
         await self._redis.aclose()
+        await self._reads.aclose()
