@@ -18,6 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
 
+def valid_cidrs(value: tuple[str, ...]) -> tuple[str, ...]:
+    """`value` unchanged if every item is an IP network (host bits allowed), else a ValueError
+    naming the first that is not."""
+    for cidr in value:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{cidr!r} is not a CIDR: {exc}") from None
+    return value
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -188,12 +199,7 @@ class SecurityConfig(StrictModel):
     @field_validator("trusted_proxies")
     @classmethod
     def _valid_cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for cidr in value:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"{cidr!r} is not a CIDR: {exc}") from None
-        return value
+        return valid_cidrs(value)
 
 
 class NormalizationConfig(StrictModel):
@@ -320,12 +326,7 @@ class ExplainConfig(StrictModel):
     @field_validator("trace_cidrs")
     @classmethod
     def _valid_cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for cidr in value:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"{cidr!r} is not a CIDR: {exc}") from None
-        return value
+        return valid_cidrs(value)
 
 
 class RuleFilesConfig(StrictModel):
