@@ -1,5 +1,8 @@
 import asyncio
+import time
+from typing import Any
 
+import orjson
 import pytest
 from cache_factories import entry as cache_entry
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -126,7 +129,7 @@ async def test_memory_store_purges_by_url_prefix_tag_and_soft() -> None:
     assert await store.purge_tags(["t1"], soft=False) == 1  # exact: t1/x is another tag
     assert await store.purge_url("http://h/a", soft=True) == 1
     soft = await store.get("http://h/a|v:2")
-    assert soft is not None and soft.invalidated and soft.ttl(soft.response_time) == 0
+    assert soft is not None and soft.invalidated and soft.ttl(soft.born) == 0
     assert await store.purge_prefix("/static/", soft=False) == 2  # path prefix: any host
     assert await store.purge_all(soft=False) == 1
     assert (await store.stats()).entries == 0 and store.size_bytes == 0
@@ -180,10 +183,56 @@ async def test_memory_store_sweep_drops_expired() -> None:
 
 
 def test_redis_encoding_round_trip() -> None:
-    original = entry("http://h/a", tags=("a", "b"), vary=("accept",))
+    original = cache_entry(
+        "http://h/a|v:1",
+        primary="http://h/a",
+        headers=(("Content-Type", "text/plain"), ("ETag", '"e"')),
+        body=b"body",
+        request_time=1_000.0,
+        response_time=1_002.0,
+        date_value=995.0,
+        age_value=30.0,
+        lifetime=600.0,
+        stale_while_revalidate=5.0,
+        stale_if_error=7.5,
+        must_revalidate=True,
+        no_cache=False,
+        auth_shareable=True,
+        vary=("accept",),
+        tags=("a", "b"),
+        freshness_source="max-age",
+        invalidated=True,
+        hits=4,
+    )
     copy = decode_entry(encode_entry(original))
     assert copy.body == original.body and copy.headers == original.headers
     assert copy.tags == ("a", "b") and copy.vary == ("accept",) and copy.etag == '"e"'
+    assert (copy.key, copy.primary, copy.status, copy.reason) == (
+        original.key, original.primary, 200, "OK",
+    )  # fmt: skip
+    assert copy.age(2_000.0) == original.age(2_000.0) == 2_000.0 - 1_002.0 + 32.0
+    assert copy.keep_until() == original.keep_until()
+    assert (copy.lifetime, copy.stale_while_revalidate, copy.stale_if_error) == (600.0, 5.0, 7.5)
+    assert copy.must_revalidate and not copy.no_cache and copy.auth_shareable
+    assert copy.invalidated and copy.freshness_source == "max-age"
+    assert copy.hits == 0  # counted per store, not written
+
+
+def test_redis_reads_entries_written_with_the_four_time_fields() -> None:
+    """Entries an older proxy wrote keep their request/response times, Date and Age: the age
+    read back is the RFC 9111 §4.2.3 one (corrected initial age plus resident time)."""
+    written = cache_entry("http://h/a", headers=(("ETag", '"e"'),), body=b"body")
+    raw = encode_entry(written)
+    length = int.from_bytes(raw[:4], "big")
+    meta = orjson.loads(raw[4 : 4 + length])
+    meta |= {"request_time": 1_000.0, "response_time": 1_004.0, "date_value": 990.0}
+    meta |= {"age_value": 3.0, "lifetime": 60.0}
+    encoded = orjson.dumps(meta)
+    old = decode_entry(len(encoded).to_bytes(4, "big") + encoded + b"body")
+    # apparent age 14 s (response time − Date) beats 3 s of Age + 4 s of delay
+    assert old.age(1_010.0) == 14.0 + 6.0
+    assert old.age(900.0) == 0.0  # a clock stepped back: never a negative age
+    assert old.ttl(1_010.0) == 40.0 and old.etag == '"e"' and old.body == b"body"
 
 
 def test_redis_reads_entries_written_before_the_header_block() -> None:
@@ -191,10 +240,11 @@ def test_redis_reads_entries_written_before_the_header_block() -> None:
     Cache-Status left out (each answer sets its own) and the validators from the headers."""
     import orjson
 
-    meta = {
-        name: getattr(entry("http://h/a"), name)
-        for name in ("key", "primary", "status", "reason", "request_time", "response_time")
-    }
+    now = time.time()
+    meta: dict[str, Any] = {
+        "key": "http://h/a", "primary": "http://h/a", "status": 200, "reason": "OK",
+        "request_time": now, "response_time": now,
+    }  # fmt: skip
     meta |= {
         "headers": [["Content-Type", "text/plain"], ["Cache-Status", "up; hit"], ["ETag", '"e"']],
         "date_value": None, "age_value": 0.0, "lifetime": 60.0, "stale_while_revalidate": 0.0,

@@ -11,7 +11,7 @@ import tracemalloc
 import pytest
 from cache_factories import entry as cache_entry
 
-from openflare.cache.entry import TAG_BYTES, CacheEntry, memory_cost
+from openflare.cache.entry import STALE_GRACE_SECONDS, TAG_BYTES, CacheEntry, memory_cost
 from openflare.cache.storage.memory import MemoryStore
 from openflare.cache.storage.redis import RedisStore
 from openflare.config.models import CacheConfig
@@ -50,7 +50,8 @@ def entry(
         primary=primary,
         headers=(HEADERS * 4)[:headers],
         body=bytes(body),
-        # floats of their own, as computed for a real response (a literal would be shared)
+        # floats of their own, as computed for a real response (a literal would be shared);
+        # a whole-second lifetime is one shared float whatever object it comes as
         request_time=1e10 + i,
         response_time=1e10 + i,
         date_value=1e10 + i,
@@ -105,6 +106,62 @@ def test_accounted_size_follows_the_entry_headers_key_and_tags() -> None:
     assert memory_cost(entry(1, headers=0, tags=1)) - base == TAG_BYTES + len("tag-1-0")
     assert memory_cost(entry(1, headers=0, body=1000)) - base == 900
     assert entry(1).size == memory_cost(entry(1))
+
+
+def test_an_entry_shares_what_other_entries_hold_equal() -> None:
+    """One string for a primary equal to the key, one float per whole number of seconds."""
+    url = "http://edge.test/a"
+    twice = cache_entry(fresh(url), primary=fresh(url))
+    assert twice.primary is twice.key  # equal strings, two objects given: one kept
+    one, two = entry(1), entry(2)
+    assert one.lifetime is two.lifetime  # 600.0 computed twice: one object
+    assert cache_entry(lifetime=float("600")).lifetime is one.lifetime
+    assert (
+        cache_entry(stale_if_error=float("60")).stale_if_error
+        is cache_entry(stale_while_revalidate=60).stale_while_revalidate
+    )
+    assert cache_entry(lifetime=0.5 + 0.25).lifetime == 0.75  # not shared, still exact
+    variant = entry(1, vary=True)
+    assert variant.primary != variant.key and variant.primary == one.primary
+
+
+def test_an_entry_keeps_its_flags_and_a_soft_purge_copies_it() -> None:
+    stored = cache_entry(
+        must_revalidate=True, no_cache=False, auth_shareable=True, freshness_source="max-age"
+    )
+    assert stored.must_revalidate and not stored.no_cache and stored.auth_shareable
+    assert not stored.invalidated and stored.effective_lifetime() == 600.0
+    assert cache_entry(no_cache=True, auth_shareable=False).no_cache
+    assert not cache_entry(no_cache=True, auth_shareable=False).auth_shareable
+    stored.hits = 3
+    purged = stored.soft_purged()
+    assert purged.invalidated and purged.effective_lifetime() == 0.0
+    assert not stored.invalidated  # the stored entry itself is not changed
+    assert purged.must_revalidate and purged.auth_shareable and not purged.no_cache
+    assert (purged.key, purged.body, purged.headers, purged.hits) == (
+        stored.key, stored.body, stored.headers, 3,
+    )  # fmt: skip
+    assert purged.born == stored.born and purged.size == stored.size
+    assert purged.freshness_source == "max-age"
+
+
+def test_age_is_the_rfc_9111_current_age_from_one_stored_time() -> None:
+    """The four time inputs become `born`; `age(now)` is still corrected initial age plus
+    resident time, and the entry is kept past its freshness by the stale grace only."""
+    stored = cache_entry(
+        request_time=1_000.0,
+        response_time=1_001.0,
+        date_value=1_000.0,
+        age_value=100.0,  # an upstream cache held it 100 s
+        lifetime=600.0,
+    )
+    assert stored.born == 1_001.0 - 101.0  # Age plus the response delay
+    assert stored.age(1_001.0) == 101.0 and stored.age(1_101.0) == 201.0
+    assert stored.ttl(1_101.0) == 399.0 and stored.staleness(1_500.0) == 0.0
+    assert stored.staleness(1_501.0) == 1.0
+    # useless once stale for longer than any grace: counted from when it went stale (born +
+    # lifetime), not from when it arrived
+    assert stored.keep_until() == 900.0 + 600.0 + STALE_GRACE_SECONDS
 
 
 async def test_reservations_evict_to_make_room_and_are_released() -> None:

@@ -28,12 +28,15 @@ from openflare.observability.logging import LogWriter
 from openflare.observability.metrics import Metrics
 
 
-def entry(name: str, lifetime: float = 600.0) -> CacheEntry:
+def entry(name: str, lifetime: float = 600.0, stored_at: float | None = None) -> CacheEntry:
+    stored_at = time.time() if stored_at is None else stored_at
     return cache_entry(
         f"http://shop.test/{name}",
         headers=(("Cache-Control", f"public, max-age={int(lifetime)}"),),
         body=b"body of " + name.encode(),
         lifetime=lifetime,
+        request_time=stored_at,
+        response_time=stored_at,
     )
 
 
@@ -73,8 +76,7 @@ async def test_memory_peek_counts_no_hit_and_removes_nothing() -> None:
     store = MemoryStore(max_entries=10, max_bytes=10_000_000)
     try:
         await store.put(entry("a"))
-        expired = entry("old", lifetime=1.0)
-        expired.response_time = expired.request_time = time.time() - 3600
+        expired = entry("old", lifetime=1.0, stored_at=time.time() - 3600)
         await store.put(expired)
         for _ in range(3):
             found = await store.peek("http://shop.test/a")

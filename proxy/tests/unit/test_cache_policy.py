@@ -1,6 +1,7 @@
 import math
 
 import pytest
+from cache_factories import entry as cache_entry
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from openflare.cache.control import DELTA_SECONDS_MAX, parse_cache_control
@@ -11,7 +12,7 @@ from openflare.cache.policy import (
     http_date,
     normalize_accept_encoding,
     response_cache_control,
-    reusable_without_validation,
+    reuse,
     storable_reason,
     vary_names,
     vary_value,
@@ -281,12 +282,8 @@ def test_reuse(
     reusable: bool,
 ) -> None:
     directives = RequestDirectives.parse(headers(*request_headers))
-    assert (
-        reusable_without_validation(
-            age=age, lifetime=lifetime, request=directives, no_cache=no_cache
-        )
-        is reusable
-    )
+    entry = cache_entry(lifetime=float(lifetime), no_cache=no_cache)
+    assert (reuse(entry, age, directives) == "fresh") is reusable  # more: test_cache_reuse.py
 
 
 def test_request_directives() -> None:

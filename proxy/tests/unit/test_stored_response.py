@@ -2,7 +2,9 @@
 same headers through a `web.Response` (how stored responses were answered before): the same
 status line, header lines (order aside) and body, on a real socket, for HEAD, 304, HTTP/1.0,
 keep-alive and close, stored or added Date/Server/Content-Type and per-request headers that
-share a stored name. Also pins the aiohttp internals `StoredResponse` relies on."""
+share a stored name. Both ways out are checked: `Exchange.send` (`send_now`, one transport
+write) and aiohttp's own `prepare` / `write_eof` (`_start`). Also pins the aiohttp internals
+`StoredResponse` relies on."""
 
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.http_writer import StreamWriter
-from aiohttp.test_utils import RawTestServer
+from aiohttp.http_writer import StreamWriter, _serialize_headers
+from aiohttp.test_utils import RawTestServer, make_mocked_request
 from multidict import CIMultiDict
 
 from openflare.cache.entry import (
@@ -86,8 +88,12 @@ async def server() -> AsyncIterator[tuple[RawTestServer, dict[str, object]]]:
         response = build(*args)  # type: ignore[arg-type]
         response.headers["Age"] = "10"
         response.headers["Cache-Status"] = "OpenFlare; hit; ttl=590"
-        await exchange.send(response)
-        case["bytes_sent"] = exchange.bytes_sent
+        if case["via"] == "send":
+            await exchange.send(response)
+            case["bytes_sent"] = exchange.bytes_sent
+        else:  # returned unsent: aiohttp prepares it after the handler
+            exchange.finalize_headers(response)
+            case["bytes_sent"] = None  # counted by Exchange.send only
         return response
 
     async with RawTestServer(handler) as raw:
@@ -147,11 +153,13 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("via", ["send", "prepare"])
 @pytest.mark.parametrize(
     ("method", "version", "connection", "origin", "status", "extra", "debug", "trace"), CASES
 )
 async def test_a_stored_answer_is_what_aiohttp_sends_for_the_same_headers(
     server: tuple[RawTestServer, dict[str, object]],
+    via: str,
     method: str,
     version: str,
     connection: str,
@@ -175,7 +183,7 @@ async def test_a_stored_answer_is_what_aiohttp_sends_for_the_same_headers(
     for build in (reference, stored):
         case.update(
             build=build, block=block, status=status, body=body, extra=extra, debug=debug,
-            trace=trace,
+            trace=trace, via=via,
         )  # fmt: skip
         head, sent_body, closed = await exchange_bytes(
             raw.port or 0, request.encode(), method == "HEAD"
@@ -223,6 +231,30 @@ async def test_aiohttp_internals_the_stored_response_relies_on() -> None:
     writer = StreamWriter(protocol, loop)
     await writer.write_headers("HTTP/1.1 200 OK", CIMultiDict({"A": "1"}))
     assert writer._headers_buf == b"HTTP/1.1 200 OK\r\nA: 1\r\n\r\n"
+    # send_now: the serializer write_headers uses (it refuses a header injection), the
+    # counting write that refuses a closing transport, and the flags that make aiohttp's own
+    # prepare / write_eof after the handler do nothing
+    assert "_serialize_headers(status_line, headers)" in _source(StreamWriter.write_headers)
+    assert "self.output_size += size" in _source(StreamWriter._write)
+    assert "is_closing()" in _source(StreamWriter._write)
+    assert "if self._eof:" in _source(StreamWriter.write_eof)
+    assert "if self._eof_sent:" in _source(web.StreamResponse.prepare)
+    with pytest.raises(ValueError, match="header injection"):
+        _serialize_headers("HTTP/1.1 200 OK", CIMultiDict({"X-Request-ID": "a\r\nB: 1"}))
+
+
+async def test_a_stored_answer_to_a_client_that_left_raises_connection_reset() -> None:
+    class Closed:
+        def is_closing(self) -> bool:
+            return True
+
+    loop = asyncio.get_running_loop()
+    protocol = aiohttp.client_proto.ResponseHandler(loop)
+    protocol.transport = Closed()  # type: ignore[assignment]
+    request = make_mocked_request("GET", "/x", writer=StreamWriter(protocol, loop))
+    response = StoredResponse(200, "OK", b"", 0, b"body")
+    with pytest.raises(ConnectionResetError):
+        response.send_now(request)
 
 
 def _source(function: object) -> str:

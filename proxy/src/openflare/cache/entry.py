@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
 
 from multidict import CIMultiDict
 
@@ -12,12 +12,12 @@ from openflare.cache.policy import current_age
 
 # What an entry really costs in memory besides the bytes of its body, key, header block and
 # tags, measured with tracemalloc over CacheEntry objects held by the memory store (CPython
-# 3.11, 64-bit; see docs/03-cache.md "Stores"): the entry object with its float fields (the
-# reason string is interned: "OK" is one string for all), its body's bytes object, its key
-# string and its LRU slot
-ENTRY_BYTES = 469
+# 3.11, 64-bit; see docs/03-cache.md "Stores"): the entry object (160) with its one float of
+# its own (`born`; whole-second lifetimes are shared floats, the reason string is interned:
+# "OK" is one string for all), its body's bytes object, its key string and its LRU slot
+ENTRY_BYTES = 341
 # the header block's bytes object (none for an entry without headers: b"" is shared)
-BLOCK_BYTES = 65
+BLOCK_BYTES = 33
 # one tag: the string and its slot in the tag index (a set per tag)
 TAG_BYTES = 321
 STR_BYTES = 49  # a str object besides its characters (a second key string, a Vary name)
@@ -104,8 +104,59 @@ def holds_any(block: bytes, names: Iterable[str]) -> list[str]:
     return [name for name in names if b"\n" + name.lower().encode() + b":" in lowered]
 
 
-@dataclass(slots=True)
+# `CacheEntry` flags (one small int: ints below 257 are shared objects, so it costs its slot)
+NO_CACHE = 1
+MUST_REVALIDATE = 2
+AUTH_SHAREABLE = 4
+INVALIDATED = 8
+
+# Whole numbers of seconds (lifetimes, stale-while-revalidate, stale-if-error: max-age=3600
+# gives 3600.0 to every entry) are shared float objects, as `sys.intern` shares strings: a
+# float is 24 bytes of its own. Bounded: past that many distinct values, floats are not shared.
+SHARED_SECONDS_MAX = 1024
+_shared_seconds: dict[float, float] = {}
+
+
+def shared_seconds(value: float) -> float:
+    """`value` as a float, the same object for every equal whole number of seconds."""
+    value = float(value)
+    shared = _shared_seconds.get(value)
+    if shared is not None:
+        return shared
+    if value.is_integer() and len(_shared_seconds) < SHARED_SECONDS_MAX:
+        _shared_seconds[value] = value
+    return value
+
+
 class CacheEntry:
+    """A stored response, built from what the origin answered (the RFC 9111 §4.2.3 inputs:
+    `request_time`, `response_time`, `date_value`, `age_value`).
+
+    It keeps only what serving and storing read, in as few objects as a slotted object
+    allows: the four time inputs become one float, `born` (the wall time at which the
+    response had age 0: `response_time` minus its corrected initial age), the four booleans
+    one small int (`_flags`), and `size` is computed from the entry's own parts when the store
+    asks. An entry is never changed once built, except its `hits` counter.
+    """
+
+    __slots__ = (
+        "key",
+        "primary",
+        "status",
+        "reason",
+        "headers",
+        "body",
+        "defaults",
+        "hits",
+        "born",
+        "lifetime",
+        "stale_while_revalidate",
+        "stale_if_error",
+        "freshness_source",
+        "vary",
+        "tags",
+        "_flags",
+    )
     key: str  # storage key of this variant
     primary: str  # the URL key all variants of this resource share
     status: int
@@ -114,29 +165,99 @@ class CacheEntry:
     # Set-Cookie and the headers the edge sets per answer removed; written out as it is
     headers: bytes
     body: bytes
-    request_time: float
-    response_time: float
-    date_value: float | None
-    age_value: float
+    defaults: int  # the HAS_* flags: derived from `headers`
+    hits: int
+    born: float  # wall time at age 0
     lifetime: float
     stale_while_revalidate: float
     stale_if_error: float
-    must_revalidate: bool
-    no_cache: bool
-    auth_shareable: bool  # stored from a response that allows answering Authorization requests
-    vary: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    freshness_source: str = "none"
-    invalidated: bool = False  # soft purge: kept for stale serving, never fresh again
-    hits: int = 0
-    size: int = field(default=0)
-    # the HAS_* flags: derived from `headers`, never passed in
-    defaults: int = field(init=False, repr=False, compare=False)
+    freshness_source: str
+    vary: tuple[str, ...]
+    tags: tuple[str, ...]
+    _flags: int  # NO_CACHE | MUST_REVALIDATE | AUTH_SHAREABLE | INVALIDATED
 
-    def __post_init__(self) -> None:
-        self.defaults = header_flags(self.headers)
-        if not self.size:
-            self.size = memory_cost(self)
+    def __init__(
+        self,
+        *,
+        key: str,
+        primary: str,
+        status: int,
+        reason: str,
+        headers: bytes,
+        body: bytes,
+        request_time: float,
+        response_time: float,
+        date_value: float | None,
+        age_value: float,
+        lifetime: float,
+        stale_while_revalidate: float,
+        stale_if_error: float,
+        must_revalidate: bool,
+        no_cache: bool,
+        auth_shareable: bool,  # stored from a response that allows answering Authorization
+        vary: tuple[str, ...] = (),
+        tags: tuple[str, ...] = (),
+        freshness_source: str = "none",
+        invalidated: bool = False,  # soft purge: kept for stale serving, never fresh again
+        hits: int = 0,
+    ) -> None:
+        self.key = key
+        self.primary = key if primary == key else primary  # one string when they are equal
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+        self.defaults = header_flags(headers)
+        self.hits = hits
+        initial_age = current_age(  # at arrival: the corrected initial age (RFC 9111 §4.2.3)
+            age_value=age_value,
+            date_value=date_value,
+            request_time=request_time,
+            response_time=response_time,
+            now=response_time,
+        )
+        self.born = response_time - initial_age
+        self.lifetime = shared_seconds(lifetime)
+        self.stale_while_revalidate = shared_seconds(stale_while_revalidate)
+        self.stale_if_error = shared_seconds(stale_if_error)
+        self.freshness_source = sys.intern(freshness_source)
+        self.vary = vary
+        self.tags = tags
+        self._flags = (
+            (NO_CACHE if no_cache else 0)
+            | (MUST_REVALIDATE if must_revalidate else 0)
+            | (AUTH_SHAREABLE if auth_shareable else 0)
+            | (INVALIDATED if invalidated else 0)
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"CacheEntry(key={self.key!r}, status={self.status}, born={self.born}, "
+            f"lifetime={self.lifetime}, flags={self._flags}, size={self.size})"
+        )
+
+    @property
+    def no_cache(self) -> bool:
+        return bool(self._flags & NO_CACHE)
+
+    @property
+    def must_revalidate(self) -> bool:
+        return bool(self._flags & MUST_REVALIDATE)
+
+    @property
+    def auth_shareable(self) -> bool:
+        """Stored from a response that allows answering Authorization requests (RFC 9111 §3.5)."""
+        return bool(self._flags & AUTH_SHAREABLE)
+
+    @property
+    def invalidated(self) -> bool:
+        """Soft purged: kept for stale serving, never fresh again."""
+        return bool(self._flags & INVALIDATED)
+
+    @property
+    def size(self) -> int:
+        """What the entry holds in the memory store (`memory_cost`)."""
+        return memory_cost(self)
 
     @property
     def etag(self) -> str | None:
@@ -159,16 +280,13 @@ class CacheEntry:
         return CIMultiDict(parse_headers(self.headers))
 
     def age(self, now: float) -> float:
-        return current_age(
-            age_value=self.age_value,
-            date_value=self.date_value,
-            request_time=self.request_time,
-            response_time=self.response_time,
-            now=now,
-        )
+        """RFC 9111 §4.2.3: the corrected initial age plus the time since the response arrived
+        (never below 0 should the wall clock step back)."""
+        age = now - self.born
+        return age if age > 0.0 else 0.0
 
     def effective_lifetime(self) -> float:
-        return 0.0 if self.invalidated else self.lifetime
+        return 0.0 if self._flags & INVALIDATED else self.lifetime
 
     def ttl(self, now: float) -> float:
         """Remaining freshness in seconds (negative once stale)."""
@@ -179,10 +297,17 @@ class CacheEntry:
 
     def keep_until(self) -> float:
         """Wall time after which the entry is useless even for stale serving or validation."""
-        extra = max(self.stale_while_revalidate, self.stale_if_error, STALE_GRACE_SECONDS)
-        if self.validatable:
-            extra = max(extra, VALIDATABLE_GRACE_SECONDS)  # worth a conditional request
-        return self.response_time + self.lifetime + extra
+        # an entry that can be revalidated is worth a conditional request for longer
+        extra = (
+            VALIDATABLE_GRACE_SECONDS
+            if self.defaults & (HAS_ETAG | HAS_LAST_MODIFIED)
+            else STALE_GRACE_SECONDS
+        )
+        if self.stale_while_revalidate > extra:
+            extra = self.stale_while_revalidate
+        if self.stale_if_error > extra:
+            extra = self.stale_if_error
+        return self.born + self.lifetime + extra
 
     def useful(self) -> bool:
         """Worth storing: fresh for a while, servable stale, or able to be revalidated."""
@@ -194,7 +319,12 @@ class CacheEntry:
         )
 
     def soft_purged(self) -> CacheEntry:
-        return replace(self, invalidated=True)
+        """A copy marked invalidated (its hits kept)."""
+        copy = object.__new__(CacheEntry)
+        for name in CacheEntry.__slots__:
+            setattr(copy, name, getattr(self, name))
+        copy._flags = self._flags | INVALIDATED
+        return copy
 
 
 def memory_cost(entry: CacheEntry) -> int:

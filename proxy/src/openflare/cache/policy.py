@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Literal
 
 from multidict import MultiMapping
 
 from openflare.cache.control import EMPTY, CacheControl, parse_cache_control
+
+if TYPE_CHECKING:
+    from openflare.cache.entry import CacheEntry
 
 # RFC 9110 §15.1: cacheable by default (heuristic freshness allowed)
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
@@ -202,23 +206,54 @@ NO_DIRECTIVES = RequestDirectives(False, False, False, None, None, 0)
 NO_REQUEST_DIRECTIVES_PRAGMA = RequestDirectives(True, False, False, None, None, 0)
 
 
-def reusable_without_validation(
-    *, age: float, lifetime: float, request: RequestDirectives, no_cache: bool
-) -> bool:
-    """May a stored response answer this request without contacting the origin (§4.2, §5.2.1)?"""
-    if request.no_cache or no_cache:
+# What a stored response may do for a request before the origin is asked (`reuse`). The cache
+# stage acts on it and an explain dry run (pipeline/cache_explain.py) reports it, so the
+# prediction cannot drift from what a live request does:
+#   fresh                   answer from the cache (HIT; 304 for a matching client validator)
+#   stale-while-revalidate  answer stale (STALE) and refresh once in the background (RFC 5861)
+#   only-if-cached          not reusable and the client forbids asking the origin: 504
+#   validate                ask the origin (a conditional request)
+Reuse = Literal["fresh", "stale-while-revalidate", "only-if-cached", "validate"]
+
+
+def reuse(entry: CacheEntry, age: float, request: RequestDirectives) -> Reuse:
+    """The `Reuse` of `entry`, `age` seconds old (`entry.age(now)`), for a request with these
+    directives (§4.2 freshness, §5.2.1 request directives, RFC 5861). This is on every cache
+    HIT: the arithmetic is written out rather than spread over helper calls."""
+    lifetime = entry.effective_lifetime()
+    validate_first = request.no_cache or entry.no_cache  # never reused unvalidated
+    if not validate_first and (request.max_age is None or age <= request.max_age):
+        remaining = lifetime - age
+        if remaining - request.min_fresh > 0:
+            return "fresh"
+        if (  # max-stale: the client accepts it this stale (only once it had been fresh)
+            request.max_stale is not None
+            and lifetime > 0
+            and -remaining <= request.max_stale
+            and request.min_fresh == 0
+        ):
+            return "fresh"
+    if request.only_if_cached:
+        return "only-if-cached"
+    staleness = age - lifetime
+    if (
+        not validate_first
+        and not entry.must_revalidate
+        and 0 < staleness <= entry.stale_while_revalidate
+    ):
+        return "stale-while-revalidate"
+    return "validate"
+
+
+def may_serve_stale_on_error(entry: CacheEntry, request: RequestDirectives, now: float) -> bool:
+    """After the origin failed (or answered 5xx): may `entry` answer instead (RFC 5861
+    stale-if-error, or a request's max-stale)?"""
+    if entry.must_revalidate:
         return False
-    if request.max_age is not None and age > request.max_age:
-        return False
-    remaining = lifetime - age
-    if remaining - request.min_fresh > 0:
+    staleness = entry.staleness(now)
+    if request.max_stale is not None and staleness <= request.max_stale:
         return True
-    return (
-        request.max_stale is not None
-        and lifetime > 0
-        and -remaining <= request.max_stale
-        and request.min_fresh == 0
-    )
+    return staleness <= entry.stale_if_error
 
 
 # --- Vary ----------------------------------------------------------------------------------------

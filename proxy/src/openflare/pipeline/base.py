@@ -187,8 +187,16 @@ class Exchange:
         """Send a complete (not yet prepared) response, body included."""
         if response.prepared:
             return
-        await self.start_response(response)
-        await response.write_eof()
+        if type(response) is StoredResponse:  # an answer from the cache: one write
+            self.finalize_headers(response)
+            self.response = response
+            response.send_now(self.request)
+            protocol = self.request.protocol
+            if protocol.writing_paused:  # the client reads slower than we write: wait for it
+                await self.request._payload_writer.drain()
+        else:
+            await self.start_response(response)
+            await response.write_eof()
         self.bytes_sent = response.content_length or 0  # body bytes, as for streamed ones
 
 

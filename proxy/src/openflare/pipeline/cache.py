@@ -44,9 +44,10 @@ from openflare.cache.policy import (
     RequestDirectives,
     freshness,
     http_date,
+    may_serve_stale_on_error,
     parse_age,
     response_cache_control,
-    reusable_without_validation,
+    reuse,
     storable_reason,
     vary_names,
 )
@@ -172,22 +173,12 @@ class CacheStage:
         now = time.time()
         if entry is not None:
             age = entry.age(now)
-            if reusable_without_validation(
-                age=age,
-                lifetime=entry.effective_lifetime(),
-                request=directives,
-                no_cache=entry.no_cache,
-            ):
+            decision = reuse(entry, age, directives)  # the explain dry run predicts with it too
+            if decision == "fresh":
                 return self._serve(exchange, entry, "HIT", now, age)
-            if directives.only_if_cached:
+            if decision == "only-if-cached":
                 return self._gateway_timeout(exchange)
-            staleness = entry.staleness(now)
-            if (
-                not directives.no_cache
-                and not entry.no_cache
-                and not entry.must_revalidate
-                and 0 < staleness <= entry.stale_while_revalidate
-            ):
+            if decision == "stale-while-revalidate":
                 self._refresh_in_background(exchange, primary, entry, settings)
                 return self._serve(exchange, entry, "STALE", now)
         elif directives.only_if_cached:
@@ -345,7 +336,7 @@ class CacheStage:
             return self._serve(exchange, outcome.entry, status, time.time())
         now = time.time()
         if isinstance(outcome, Failed):
-            if entry is not None and self._may_serve_stale_on_error(entry, directives, now):
+            if entry is not None and may_serve_stale_on_error(entry, directives, now):
                 return self._serve(exchange, entry, "STALE", now)
             exchange.cache_status = "ERROR"
             self._metrics.cache_operation("error")
@@ -356,7 +347,7 @@ class CacheStage:
         if (
             upstream.status in SERVER_ERRORS
             and entry is not None
-            and self._may_serve_stale_on_error(entry, directives, now)
+            and may_serve_stale_on_error(entry, directives, now)
         ):
             upstream.close()
             return self._serve(exchange, entry, "STALE", now)
@@ -382,17 +373,6 @@ class CacheStage:
         memo.move_to_end(primary)
         if len(memo) > HIT_FOR_MISS_MAX_KEYS:
             memo.popitem(last=False)
-
-    @staticmethod
-    def _may_serve_stale_on_error(
-        entry: CacheEntry, directives: RequestDirectives, now: float
-    ) -> bool:
-        if entry.must_revalidate:
-            return False
-        staleness = entry.staleness(now)
-        if directives.max_stale is not None and staleness <= directives.max_stale:
-            return True
-        return staleness <= entry.stale_if_error
 
     def _refresh_in_background(
         self, exchange: Exchange, primary: str, entry: CacheEntry, settings: RuleSettings

@@ -9,8 +9,9 @@ code (so what happens is exactly what would have happened untraced) and the outc
 an explain dry run stops there and reports the predicted outcome, without fetching, storing,
 collapsing, refreshing or counting a hit.
 
-`plan` follows the branches of `CacheStage.__call__` in the same order; the E2E tests check that
-the prediction matches what a live request does for HIT, STALE, MISS/STORE and BYPASS.
+`plan` follows the branches of `CacheStage.__call__` in the same order, and takes the freshness
+decision with the same function (`cache.policy.reuse`); the E2E tests check that the prediction
+matches what a live request does for HIT, STALE, MISS/STORE and BYPASS.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from openflare.cache.key import variant_key
 from openflare.cache.policy import (
     RequestDirectives,
     response_cache_control,
-    reusable_without_validation,
+    reuse,
 )
 
 if TYPE_CHECKING:
@@ -128,23 +129,12 @@ async def plan(
     now = time.time()
     if entry is not None:
         step["stored"] = entry_view(entry, now)
-        age = entry.age(now)
-        if reusable_without_validation(
-            age=age,
-            lifetime=entry.effective_lifetime(),
-            request=directives,
-            no_cache=entry.no_cache,
-        ):
+        decision = reuse(entry, entry.age(now), directives)  # the stage's own decision
+        if decision == "fresh":
             return "HIT", 304 if stage._not_modified(exchange, entry) else entry.status
-        if directives.only_if_cached:
+        if decision == "only-if-cached":
             return "MISS", 504
-        staleness = entry.staleness(now)
-        if (
-            not directives.no_cache
-            and not entry.no_cache
-            and not entry.must_revalidate
-            and 0 < staleness <= entry.stale_while_revalidate
-        ):
+        if decision == "stale-while-revalidate":
             refreshing = stage._flights.in_flight(primary + "\0" + entry.key)
             step["refresh"] = "already in flight" if refreshing else "starts in the background"
             return "STALE", entry.status

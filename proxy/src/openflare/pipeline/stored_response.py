@@ -15,10 +15,17 @@ block, and the body. The output is what aiohttp sends for the same header set, i
   204/304; `Connection: keep-alive` for a kept-alive HTTP/1.0 request, `close` for a closing
   HTTP/1.1 one.
 
+`Exchange.send` writes it with `send_now`: the whole answer, head and body, in one transport
+write, without aiohttp's `prepare` / `write_eof` path (about 20 µs less per HIT; docs/12). The
+response is then marked sent, so aiohttp's own `prepare` and `write_eof` after the handler do
+nothing. `prepare` still works as before for any other caller.
+
 It relies on aiohttp 3.14 internals (tests/unit/test_stored_response.py fails if they change
 shape): `prepare` calls `_start(request)` once `_must_be_empty_body` is set, the request's
-`_payload_writer`, and `StreamWriter.write_headers` leaving the serialized head in
-`_headers_buf` until `write_eof` sends it with the body in one write.
+`_payload_writer`, `StreamWriter.write_headers` leaving the serialized head in `_headers_buf`
+until `write_eof` sends it with the body in one write, `_serialize_headers` (the C serializer
+`write_headers` uses, which refuses control characters), `StreamWriter._write` (counts the
+bytes and refuses a closing transport) and `_eof` / `_eof_sent`.
 """
 
 from __future__ import annotations
@@ -26,8 +33,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
-from aiohttp.helpers import rfc822_formatted_time, should_remove_content_length
+from aiohttp.helpers import must_be_empty_body, rfc822_formatted_time, should_remove_content_length
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
+from aiohttp.http_writer import StreamWriter, _serialize_headers
 
 from openflare.cache.entry import (
     HAS_CONTENT_TYPE,
@@ -75,9 +83,44 @@ class StoredResponse(web.StreamResponse):
     def holds_server(self) -> bool:
         return bool(self._defaults & HAS_SERVER)
 
+    def send_now(self, request: web.BaseRequest) -> None:
+        """Write the whole answer (status line, headers, block, body) in one transport write and
+        mark it sent. Raises ConnectionResetError when the client is gone."""
+        writer = request._payload_writer
+        assert isinstance(writer, StreamWriter)
+        self._req = request
+        self._must_be_empty_body = must_be_empty_body(request.method, self._status)
+        block = self._complete_headers(request, writer)
+        version = request.version
+        head = _serialize_headers(
+            f"HTTP/{version[0]}.{version[1]} {self._status} {self._reason}", self._headers
+        )
+        body = b"" if self._must_be_empty_body else self._stored_body
+        if block:  # the head ends with an empty line: the block goes in before it
+            writer._write(b"".join((head[:-2], block, b"\r\n", body)))
+        else:
+            writer._write(head + body if body else head)
+        writer._eof = True
+        self._eof_sent = True  # aiohttp's prepare / write_eof after the handler: nothing to do
+
     async def _start(self, request: web.BaseRequest) -> AbstractStreamWriter:
         self._req = request
         writer = self._payload_writer = request._payload_writer
+        block = self._complete_headers(request, writer)
+        await request._prepare_hook(self)
+        version = request.version
+        await writer.write_headers(
+            f"HTTP/{version[0]}.{version[1]} {self._status} {self._reason}", self._headers
+        )
+        if block:  # the head ends with an empty line: the block goes in before it
+            head = writer._headers_buf  # type: ignore[attr-defined]
+            writer._headers_buf = head[:-2] + block + b"\r\n"  # type: ignore[attr-defined]
+        return writer
+
+    def _complete_headers(self, request: web.BaseRequest, writer: AbstractStreamWriter) -> bytes:
+        """Add the headers aiohttp would add (Content-Length, Content-Type, Date, Server,
+        Connection) unless the block holds them; returns the block to write, without the
+        lines of a name this answer sets."""
         keep_alive = self._keep_alive
         if keep_alive is None:
             keep_alive = self._keep_alive = request.keep_alive
@@ -114,15 +157,7 @@ class StoredResponse(web.StreamResponse):
                     headers[hdrs.CONNECTION] = "keep-alive"
             elif version == HttpVersion11:
                 headers[hdrs.CONNECTION] = "close"
-        await request._prepare_hook(self)
-        version = request.version
-        await writer.write_headers(
-            f"HTTP/{version[0]}.{version[1]} {status} {self._reason}", headers
-        )
-        if block:  # the head ends with an empty line: the block goes in before it
-            head = writer._headers_buf  # type: ignore[attr-defined]
-            writer._headers_buf = head[:-2] + block + b"\r\n"  # type: ignore[attr-defined]
-        return writer
+        return block
 
     async def write_eof(self, data: bytes = b"") -> None:
         if self._eof_sent:

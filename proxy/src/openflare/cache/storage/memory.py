@@ -90,7 +90,8 @@ class MemoryStore:
 
     async def put(self, entry: CacheEntry) -> None:
         self._ensure_sweeper()
-        if entry.size > self.max_bytes or self.max_entries == 0:
+        size = entry.size  # computed from the entry's parts (memory_cost): read once
+        if size > self.max_bytes or self.max_entries == 0:
             return
         if entry.key in self._entries:
             self._remove(entry.key)
@@ -99,7 +100,7 @@ class MemoryStore:
         if stored_vary != entry.vary:
             self._remove_primary(primary)  # the origin changed what it varies on
         self._entries[entry.key] = entry
-        self.size_bytes += entry.size
+        self.size_bytes += size
         base = base_of(primary)
         if base != primary:
             self._keyed.setdefault(base, set()).add(primary)

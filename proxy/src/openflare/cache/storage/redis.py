@@ -54,14 +54,34 @@ EVICTING_POLICIES = frozenset(
         "volatile-ttl",
     }
 )
-META_FIELDS = tuple(
-    f for f in CacheEntry.__dataclass_fields__ if f not in ("body", "hits", "size", "defaults")
-)
 
 
 def encode_entry(entry: CacheEntry) -> bytes:
-    fields = {name: getattr(entry, name) for name in META_FIELDS}
-    fields["headers"] = entry.headers.decode("latin-1")  # any bytes, losslessly, as JSON text
+    """4 bytes of metadata length, the metadata as JSON (the `CacheEntry` constructor's
+    arguments), the body."""
+    fields = {
+        "key": entry.key,
+        "primary": entry.primary,
+        "status": entry.status,
+        "reason": entry.reason,
+        "headers": entry.headers.decode("latin-1"),  # any bytes, losslessly, as JSON text
+        # an entry keeps only the time its response had age 0: written as a response that
+        # arrived then without Age or Date, which gives every reader the same age
+        "request_time": entry.born,
+        "response_time": entry.born,
+        "date_value": None,
+        "age_value": 0.0,
+        "lifetime": entry.lifetime,
+        "stale_while_revalidate": entry.stale_while_revalidate,
+        "stale_if_error": entry.stale_if_error,
+        "must_revalidate": entry.must_revalidate,
+        "no_cache": entry.no_cache,
+        "auth_shareable": entry.auth_shareable,
+        "vary": entry.vary,
+        "tags": entry.tags,
+        "freshness_source": entry.freshness_source,
+        "invalidated": entry.invalidated,
+    }
     meta = orjson.dumps(fields)
     return len(meta).to_bytes(4, "big") + meta + entry.body
 
