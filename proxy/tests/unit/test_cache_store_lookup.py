@@ -22,6 +22,7 @@ from openflare.cache.key import variant_key
 from openflare.cache.storage.base import CacheStore
 from openflare.cache.storage.memory import MemoryStore
 from openflare.cache.storage.redis import RedisStore
+from openflare.cache.storage.redis_reads import LeanReads, RedisPyReads
 from openflare.config.models import CacheConfig
 from openflare.observability.logging import LogWriter
 from openflare.observability.metrics import Metrics
@@ -108,10 +109,17 @@ def test_redis_reads_have_no_per_command_timeout() -> None:
     store = RedisStore(
         CacheConfig(store="redis", redis_timeout_ms=250), Metrics(), LogWriter(io.BytesIO())
     )
-    reads = store._reads.connection_pool.connection_kwargs
-    assert reads["socket_timeout"] is None  # bounded by lookup's own asyncio.timeout
-    assert reads["socket_connect_timeout"] == 0.25
+    assert isinstance(store._reads, LeanReads)  # bounded by lookup's own asyncio.timeout
     assert store._redis.connection_pool.connection_kwargs["socket_timeout"] == 0.25
+    tls = RedisStore(
+        CacheConfig(store="redis", redis_url="rediss://cache.test:6380/0", redis_timeout_ms=250),
+        Metrics(),
+        LogWriter(io.BytesIO()),
+    )
+    assert isinstance(tls._reads, RedisPyReads)  # TLS: redis-py reads, without socket_timeout
+    reads = tls._reads._client.connection_pool.connection_kwargs
+    assert reads["socket_timeout"] is None
+    assert reads["socket_connect_timeout"] == 0.25
 
 
 @pytest.fixture

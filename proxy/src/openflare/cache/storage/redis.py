@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 from openflare.cache.entry import CacheEntry, render_headers
 from openflare.cache.key import base_of, variant_key
 from openflare.cache.storage.base import StoreStats, url_matches_prefix
+from openflare.cache.storage.redis_reads import Reads, reads_for
 
 if TYPE_CHECKING:
     from multidict import MultiMapping
@@ -128,16 +129,9 @@ class RedisStore:
             retry_on_timeout=False,
             max_connections=256,
         )
-        # Reads (every request's lookup): a `socket_timeout` makes redis-py wrap each command's
-        # write in `asyncio.wait_for` (a new task per command before Python 3.12) and its read
-        # in a timeout context; one `asyncio.timeout` around the whole read bounds it instead.
-        self._reads = aioredis.Redis.from_url(
-            config.redis_url,
-            socket_timeout=None,  # redis-py 8 defaults to 5 s
-            socket_connect_timeout=timeout,
-            retry_on_timeout=False,
-            max_connections=256,
-        )
+        # Reads (every request's lookup): GET and MGET on a lean RESP connection pool
+        # (redis_reads.py), each bounded by one `asyncio.timeout` around the whole read
+        self._reads: Reads = reads_for(config.redis_url, timeout)
         self._read_budget = 2 * timeout  # a new connection, then the read
         self._prefix = config.redis_key_prefix
         self._max_bytes = config.max_bytes  # bodies in flight in this process
