@@ -5,12 +5,12 @@ closed, concurrent calls, and calls abandoned mid-reply (the fixtures of test_ca
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
 import test_cache_peek
+import test_cache_store_lookup
 from redis.exceptions import ResponseError
 
 from openflare.cache.storage.redis_reads import (
@@ -23,6 +23,7 @@ from openflare.cache.storage.redis_reads import (
 )
 
 redis_port = test_cache_peek.redis_port  # a real redis-server
+silent_port = test_cache_store_lookup.silent_port  # a hung one
 
 
 @pytest.fixture
@@ -107,15 +108,6 @@ async def test_credentials_and_database_are_sent_once_per_connection(
     finally:
         await lean.aclose()
         await wrong.aclose()
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A port that accepts connections and never answers (a hung Redis)."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield int(listener.getsockname()[1])
 
 
 async def test_an_abandoned_call_never_returns_its_connection_to_the_pool(
