@@ -88,7 +88,6 @@ class StoredResponse(web.StreamResponse):
         mark it sent. Raises ConnectionResetError when the client is gone."""
         writer = request._payload_writer
         assert isinstance(writer, StreamWriter)
-        self._req = request
         self._must_be_empty_body = must_be_empty_body(request.method, self._status)
         block = self._complete_headers(request, writer)
         version = request.version
