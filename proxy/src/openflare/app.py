@@ -30,10 +30,13 @@ from aiohttp.http_exceptions import (
     PayloadEncodingError,
 )
 from aiohttp.http_parser import HttpRequestParserPy
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_writer import StreamWriter
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from openflare.observability.metrics import Metrics
 from openflare.pipeline.base import SERVER_NAME, Exchange
+from openflare.pipeline.inline import Handover, LeanRequest, start_inline
 from openflare.runtime import RuntimeHolder
 
 if TYPE_CHECKING:
@@ -62,6 +65,9 @@ def _edge_response(status: int, detail: str, extra: str = "") -> bytes:
         f"{extra}Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
+
+
+InlineHandler = Callable[[LeanRequest], tuple[Exchange, Awaitable[web.StreamResponse]]]
 
 
 TOO_MANY_CONNECTIONS = _edge_response(503, "too many connections", "Retry-After: 1\r\n")
@@ -156,6 +162,13 @@ class EdgeRequestHandler(RequestHandler):
             self._parser, python_parser, self._parser_settled
         )
         self._edge = manager if isinstance(manager, EdgeServer) else None
+        # requests without a body run inline, in data_received (pipeline/inline.py)
+        self._inline = self._edge.inline if self._edge is not None else None
+        self._handover: Handover | None = None  # an inline run waiting for aiohttp's handler
+        # aiohttp holds a request of this connection (made by EdgeServer._make_request) until
+        # its answer is complete: requests after it wait their turn in aiohttp's queue
+        self._answering = False
+        self._scheme = "http"
         self._refused = False  # over server.max_connections: answered 503, never served
         self._head_timeout = 0.0
         self._head_timer: asyncio.TimerHandle | None = None
@@ -179,6 +192,7 @@ class EdgeRequestHandler(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.peer_ip = Exchange.peer_address(transport)
+        self._scheme = "https" if transport.get_extra_info("sslcontext") else "http"
         edge = self._edge
         if edge is None:
             super().connection_made(transport)
@@ -204,12 +218,106 @@ class EdgeRequestHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        super().data_received(data)
+        if (  # run inline only when nothing is before these bytes and the client reads
+            self._inline is None
+            or self._answering
+            or self._messages
+            or self._handover is not None
+            or self._paused
+            or self._upgraded
+        ):
+            super().data_received(data)
+        else:
+            waiter = self._waiter  # start() parked on it, or between requests (None)
+            if waiter is not None:
+                self._waiter = None  # aiohttp parses and queues, but does not wake start()
+                try:
+                    super().data_received(data)
+                finally:
+                    self._waiter = waiter
+            else:
+                super().data_received(data)
+            if self._messages:
+                self._answer_inline(waiter)
         if self._edge is not None:
             self._watch_head(len(data))
 
+    # --- inline answers (pipeline/inline.py) ------------------------------------------------
+
+    def _answer_inline(self, waiter: asyncio.Future[None] | None) -> None:
+        """Run the queued requests without a body inline, in order, while each finishes
+        there; the first that does not (or has a body, or is an error or upgrade) and all
+        after it are left to aiohttp's start(), woken as aiohttp would have woken it."""
+        messages = self._messages
+        while messages:
+            message, payload = messages[0]
+            if payload is not EMPTY_PAYLOAD or isinstance(message, _ErrInfo) or message.upgrade:
+                break
+            if not self._run_inline(message):
+                break  # handed over: aiohttp makes its request for it, the handler resumes
+            messages.popleft()
+            if self._parser is not None:
+                self._parser.message_consumed()
+            if self._force_close or self._close or self._paused:
+                break
+        if messages and waiter is not None and not waiter.done():
+            waiter.set_result(None)  # else start() finds them before it parks again
+        elif self._buffer_paused and len(messages) <= self._msg_queue_resume_size:
+            self._resume_reading_if_drained()  # pipelined requests the parser held back
+
+    def _run_inline(self, message: Any) -> bool:
+        """True when the request was answered; False when it waits in `self._handover`."""
+        inline = self._inline
+        assert inline is not None
+        request = LeanRequest(message, self, StreamWriter(self, self._loop), self._scheme)
+        exchange, chain = inline(request)
+        outcome = start_inline(exchange, chain, message)
+        if isinstance(outcome, Handover):
+            self._handover = outcome
+            return False
+        manager = self._manager
+        if manager is not None:
+            manager.requests_count += 1
+        # what start() does after a response (aiohttp's web_protocol.py)
+        if outcome.keep_alive and not self._close and not self._force_close and self.transport:
+            self._keepalive = True
+            loop = self._loop
+            close_time = loop.time() + self._keepalive_timeout
+            self._next_keepalive_close_time = close_time
+            if self._keepalive_handle is None:
+                self._keepalive_handle = loop.call_at(close_time, self._process_keepalive)
+        else:
+            self._keepalive = False
+            self.force_close()  # the answer is written; the transport closes after it
+        return True
+
+    async def _handle_request(
+        self,
+        request: web.BaseRequest,
+        start_time: float | None,
+        request_handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+    ) -> tuple[web.StreamResponse, bool]:
+        """aiohttp's, then: once its answer is complete and the connection stays open, the
+        next requests may run inline again (until then they queue behind it, in order)."""
+        response, reset = await super()._handle_request(request, start_time, request_handler)
+        if not reset and response.keep_alive:
+            self._answering = False
+        return response, reset
+
+    def take_handover(self, request: web.BaseRequest) -> Handover | None:
+        """The inline run of `request`'s message, if it stopped and waits for this handler."""
+        handover = self._handover
+        if handover is None or handover.message is not request._message:
+            return None
+        self._handover = None
+        return handover
+
     def connection_lost(self, exc: BaseException | None) -> None:
         self.peer_ip = None  # as before: a request whose client left sees no peer
+        handover = self._handover
+        if handover is not None:  # start() never reached it: cancel it as a handler would be
+            self._handover = None
+            handover.abandon()
         for timer in (self._head_timer, self._write_timer):
             if timer is not None:
                 timer.cancel()
@@ -313,11 +421,13 @@ class EdgeServer(web.Server):
         handler: Any,
         metrics: Metrics,
         settings: Callable[[], ServerConfig] | None = None,
+        inline: InlineHandler | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self.metrics = metrics
         self._settings = settings
+        self.inline = inline  # runs a request without a body in data_received; None: never
 
     def settings(self) -> ServerConfig:
         """The `server` section in force now (connection limits follow reloads)."""
@@ -333,6 +443,20 @@ class EdgeServer(web.Server):
     def __call__(self) -> RequestHandler:
         return EdgeRequestHandler(self, loop=self._loop, **self._kwargs)
 
+    def _make_request(
+        self,
+        message: Any,
+        payload: Any,
+        protocol: RequestHandler,
+        writer: Any,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        """aiohttp's request for a message it took from its queue: from now until its answer
+        is complete, no request of that connection runs inline (it would answer first)."""
+        if type(protocol) is EdgeRequestHandler:
+            protocol._answering = True
+        return super()._make_request(message, payload, protocol, writer, task)
+
     def refused(self, status: int, exc: BadHttpMessage) -> None:
         reason = {414: "uri_too_long", 431: "headers_too_large"}.get(status, "bad_request")
         self.metrics.reject("parser", reason)
@@ -342,15 +466,27 @@ def create_public_server(holder: RuntimeHolder, metrics: Metrics) -> EdgeServer:
     monotonic = time.monotonic
 
     def handle(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+        protocol = request.protocol
+        if type(protocol) is EdgeRequestHandler and protocol._handover is not None:
+            handover = protocol.take_handover(request)
+            if handover is not None:  # its chain started inline: go on from where it stopped
+                return handover.resume(request)
         runtime = holder.runtime  # read once: a reload mid-request does not switch chains
         # the chain's awaitable itself (aiohttp awaits it): no coroutine frame of our own
-        peer_ip = getattr(request.protocol, "peer_ip", None)  # EdgeRequestHandler's
+        peer_ip = getattr(protocol, "peer_ip", None)  # EdgeRequestHandler's
         return runtime.handler(Exchange(request, monotonic(), runtime.debug_headers, peer_ip))
+
+    def inline(request: LeanRequest) -> tuple[Exchange, Awaitable[web.StreamResponse]]:
+        runtime = holder.runtime
+        peer_ip = getattr(request.protocol, "peer_ip", None)  # EdgeRequestHandler's
+        exchange = Exchange(request, monotonic(), runtime.debug_headers, peer_ip)
+        return exchange, runtime.handler(exchange)
 
     return EdgeServer(
         handle,
         metrics,
         lambda: holder.runtime.bundle.proxy.server,
+        inline=inline,
         handler_cancellation=True,  # a client that leaves cancels its request (frees upstream)
         # after an early answer (408, 413...) the unread rest of a body is drained this long
         # so the client can read the answer before the close; aiohttp's default is 10 s

@@ -11,6 +11,8 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from openflare.handover import in_a_task
+
 T = TypeVar("T")
 
 
@@ -41,6 +43,7 @@ class SingleFlight(Generic[T]):
     ) -> tuple[T | None, bool]:
         """(result, leader). A waiter that waits longer than `wait_seconds` gets (None, False)
         and fetches for itself."""
+        await in_a_task()  # asyncio.timeout needs a task (an inline run is handed over)
         existing = self._calls.get(key)
         if existing is None:
             task = self.start(key, fetch)

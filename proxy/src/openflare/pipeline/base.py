@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from aiohttp import web
 
+from openflare.handover import in_a_task
+from openflare.pipeline.inline import LeanRequest
 from openflare.pipeline.stored_response import StoredResponse
 
 if TYPE_CHECKING:
@@ -77,13 +79,16 @@ class Exchange:
 
     def __init__(
         self,
-        request: web.BaseRequest,
+        request: web.BaseRequest | LeanRequest,
         started: float,
         debug_headers: bool,
         peer_ip: str | None = None,
     ) -> None:
         """`peer_ip`: the connection's peer address when the caller already knows it (app.py
-        keeps it per connection); otherwise it is asked of the transport."""
+        keeps it per connection); otherwise it is asked of the transport.
+
+        `request` is a `LeanRequest` while the chain runs inline, in the read callback
+        (pipeline/inline.py); what only aiohttp's request has is behind `full_request`."""
         self.request = request
         self.started = started
         self.request_id = ""
@@ -124,9 +129,20 @@ class Exchange:
         peer = transport.get_extra_info("peername") if transport is not None else None
         return peer[0] if peer else "0.0.0.0"
 
+    async def full_request(self) -> web.BaseRequest:
+        """aiohttp's request (its body, its `prepare` for a streamed answer); an inline run
+        stops here and aiohttp's handler continues it with that request (pipeline/inline.py)."""
+        request = self.request
+        if type(request) is LeanRequest:
+            await in_a_task()
+            request = self.request  # Handover.resume put aiohttp's request here
+            if type(request) is LeanRequest:  # a task the request's own handler never ran
+                raise RuntimeError("aiohttp's request is only reachable from its handler")
+        return cast(web.BaseRequest, request)
+
     async def send_continue(self) -> None:
         """Answer `Expect: 100-continue` once, when a stage is about to read the body."""
-        request = self.request
+        request = await self.full_request()
         if (
             not self.continue_sent
             and request.version >= (1, 1)
@@ -141,7 +157,7 @@ class Exchange:
         if self.body_prefix or not self.request.body_exists:
             return self.body_prefix
         await self.send_continue()
-        content = self.request.content
+        content = (await self.full_request()).content
         buffer = bytearray()
         async with asyncio.timeout(read_timeout):
             while len(buffer) < limit:
@@ -179,9 +195,10 @@ class Exchange:
 
     async def start_response(self, response: web.StreamResponse) -> None:
         """Send the status line and headers of a streamed response."""
+        request = await self.full_request()
         self.finalize_headers(response)
         self.response = response
-        await response.prepare(self.request)
+        await response.prepare(request)
 
     async def send(self, response: web.StreamResponse) -> None:
         """Send a complete (not yet prepared) response, body included."""

@@ -22,6 +22,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from openflare.clientip import ClientIpResolver
+from openflare.handover import in_a_task
 from openflare.observability.metrics import trace_exemplar
 from openflare.observability.tracing import tracing_for
 from openflare.pipeline.base import Exchange, plain_error
@@ -211,6 +212,7 @@ class UpstreamClient:
         Raises UpstreamFailure or RequestBodyError."""
         assert exchange.route is not None, "the route stage runs before any upstream request"
         pool = self._pools[exchange.route.upstream]
+        await in_a_task()  # the upstream client's timeouts need a task (pipeline/inline.py)
         request = exchange.request
         headers = upstream_request_headers(
             request.headers,
@@ -227,18 +229,15 @@ class UpstreamClient:
         if extra_headers:
             headers.extend(extra_headers)
         path = exchange.path + ("?" + exchange.query if exchange.query else "")
-        body = (
-            _BodyStream(
-                request.content,
+        body = None
+        if request.body_exists and not for_cache:
+            body = _BodyStream(
+                (await exchange.full_request()).content,
                 exchange.body_prefix,
                 self._max_body,
                 self._read_timeout,
                 exchange.started + self._body_timeout if self._body_timeout else None,
             )
-            if request.body_exists and not for_cache
-            else None
-        )
-        if body is not None:
             await exchange.send_continue()  # every earlier stage accepted the request
         targets = pool.targets
         method = exchange.method

@@ -48,6 +48,8 @@ from openflare.cache.entry import (
 if TYPE_CHECKING:
     from aiohttp.abc import AbstractStreamWriter
 
+    from openflare.pipeline.inline import LeanRequest
+
 # Names an answer sets that a stored block never holds (removed when storing, hop-by-hop) or
 # sets only when the block lacks them: no need to look for them in the block.
 NEVER_IN_BLOCK = frozenset(
@@ -83,7 +85,7 @@ class StoredResponse(web.StreamResponse):
     def holds_server(self) -> bool:
         return bool(self._defaults & HAS_SERVER)
 
-    def send_now(self, request: web.BaseRequest) -> None:
+    def send_now(self, request: web.BaseRequest | LeanRequest) -> None:
         """Write the whole answer (status line, headers, block, body) in one transport write and
         mark it sent. Raises ConnectionResetError when the client is gone."""
         writer = request._payload_writer
@@ -116,7 +118,9 @@ class StoredResponse(web.StreamResponse):
             writer._headers_buf = head[:-2] + block + b"\r\n"  # type: ignore[attr-defined]
         return writer
 
-    def _complete_headers(self, request: web.BaseRequest, writer: AbstractStreamWriter) -> bytes:
+    def _complete_headers(
+        self, request: web.BaseRequest | LeanRequest, writer: AbstractStreamWriter
+    ) -> bytes:
         """Add the headers aiohttp would add (Content-Length, Content-Type, Date, Server,
         Connection) unless the block holds them; returns the block to write, without the
         lines of a name this answer sets."""

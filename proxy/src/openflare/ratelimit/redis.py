@@ -31,6 +31,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
+from openflare.handover import in_a_task
 from openflare.ratelimit.bucket import EPSILON, Decision, Limit
 
 if TYPE_CHECKING:
@@ -205,6 +206,7 @@ class RedisBackend:
         return self._failing
 
     async def decide(self, keys: Sequence[BucketKey], limits: Sequence[Limit]) -> Decision | None:
+        await in_a_task()  # asyncio.timeout needs a task (an inline run is handed over)
         probe = False
         if self._failing:
             if self._probing or self._clock() < self._down_until:
@@ -235,6 +237,7 @@ class RedisBackend:
     async def peek(self, keys: Sequence[BucketKey], limits: Sequence[Limit]) -> Decision | None:
         """What `decide` would answer now, writing nothing; None when Redis cannot answer
         (not counted as a backend failure: an explain request is not traffic)."""
+        await in_a_task()
         redis_keys = [f"{self._prefix}{rule_id}:{client}" for rule_id, client in keys]
         args = script_args(tuple(limits))
         try:

@@ -32,6 +32,7 @@ from openflare.cache.entry import CacheEntry, render_headers
 from openflare.cache.key import base_of, variant_key
 from openflare.cache.storage.base import StoreStats, url_matches_prefix
 from openflare.cache.storage.redis_reads import Reads, reads_for
+from openflare.handover import in_a_task
 
 if TYPE_CHECKING:
     from multidict import MultiMapping
@@ -216,6 +217,7 @@ class RedisStore:
         the resource has no Vary: one `MGET` reads the Vary record and the entry a variant
         without Vary is stored under (its key is the primary); a second `GET` only when the
         record names headers."""
+        await in_a_task()  # asyncio.timeout needs a task (an inline run is handed over)
         try:
             async with asyncio.timeout(self._read_budget):
                 raw_vary, raw = await self._reads.mget(
@@ -233,6 +235,7 @@ class RedisStore:
         return decode_entry(raw) if raw else None
 
     async def get(self, key: str) -> CacheEntry | None:
+        await in_a_task()  # asyncio.timeout needs a task (an inline run is handed over)
         try:
             async with asyncio.timeout(self._read_budget):
                 raw = await self._reads.get(self._entry_key(key))
@@ -244,6 +247,7 @@ class RedisStore:
     async def peek(self, key: str) -> CacheEntry | None:
         """A plain `GET`, like `get`: nothing here refreshes a TTL (no `GETEX`, no `PEXPIRE`) or
         counts a hit, so a read for an explanation leaves the entry as it was."""
+        await in_a_task()  # asyncio.timeout needs a task (an inline run is handed over)
         try:
             async with asyncio.timeout(self._read_budget):
                 raw = await self._reads.get(self._entry_key(key))
@@ -253,6 +257,7 @@ class RedisStore:
         return decode_entry(raw) if raw else None
 
     async def get_vary(self, primary: str) -> tuple[str, ...] | None:
+        await in_a_task()  # asyncio.timeout needs a task (an inline run is handed over)
         try:
             async with asyncio.timeout(self._read_budget):
                 raw = await self._reads.get(self._prefix + "v:" + primary)
