@@ -249,7 +249,9 @@ class EdgeRequestHandler(RequestHandler):
         there; the first that does not (or has a body, or is an error or upgrade) and all
         after it are left to aiohttp's start(), woken as aiohttp would have woken it."""
         messages = self._messages
-        while messages:
+        edge = self._edge
+        allowed = edge is not None and edge.inline_allowed()  # per runtime: no store waits
+        while allowed and messages:
             message, payload = messages[0]
             if payload is not EMPTY_PAYLOAD or isinstance(message, _ErrInfo) or message.upgrade:
                 break
@@ -422,12 +424,15 @@ class EdgeServer(web.Server):
         metrics: Metrics,
         settings: Callable[[], ServerConfig] | None = None,
         inline: InlineHandler | None = None,
+        inline_allowed: Callable[[], bool] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self.metrics = metrics
         self._settings = settings
         self.inline = inline  # runs a request without a body in data_received; None: never
+        # whether the runtime in force allows it (runtime.py `Runtime.inline`)
+        self.inline_allowed = inline_allowed or (lambda: inline is not None)
 
     def settings(self) -> ServerConfig:
         """The `server` section in force now (connection limits follow reloads)."""
@@ -487,6 +492,7 @@ def create_public_server(holder: RuntimeHolder, metrics: Metrics) -> EdgeServer:
         metrics,
         lambda: holder.runtime.bundle.proxy.server,
         inline=inline,
+        inline_allowed=lambda: holder.runtime.inline,
         handler_cancellation=True,  # a client that leaves cancels its request (frees upstream)
         # after an early answer (408, 413...) the unread rest of a body is drained this long
         # so the client can read the answer before the close; aiohttp's default is 10 s

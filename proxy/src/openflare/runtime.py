@@ -61,6 +61,9 @@ class Runtime:
     debug_headers: bool
     loaded_at: float
     tracing: Tracing | None = None
+    # requests without a body start inline, in the read callback (pipeline/inline.py), unless
+    # a stage always waits (a store in Redis): each of them would only be handed over
+    inline: bool = True
 
 
 def build_runtime(bundle: ConfigBundle, deps: Deps) -> Runtime:
@@ -95,6 +98,7 @@ def build_runtime(bundle: ConfigBundle, deps: Deps) -> Runtime:
         debug_headers=bundle.proxy.cache.debug_headers,
         loaded_at=time.time(),
         tracing=tracing,
+        inline=not any(getattr(stage, "waits", False) for stage in stages.values()),
     )
 
 

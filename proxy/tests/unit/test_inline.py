@@ -18,13 +18,20 @@ from typing import Any, cast
 
 import orjson
 import pytest
+import test_cache_peek
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from openflare.app import EdgeRequestHandler, EdgeServer, create_public_server
 from openflare.cache.rules import CacheRules
 from openflare.config.loader import ConfigBundle
-from openflare.config.models import ProxyConfig, RoutingConfig, ServerConfig, UpstreamConfig
+from openflare.config.models import (
+    CacheConfig,
+    ProxyConfig,
+    RoutingConfig,
+    ServerConfig,
+    UpstreamConfig,
+)
 from openflare.deps import Deps
 from openflare.handover import HANDOVER, in_a_task
 from openflare.observability.logging import LogWriter
@@ -35,6 +42,7 @@ from openflare.runtime import RuntimeHolder, build_runtime
 from openflare.waf.rules import WafRules
 
 BODY = bytes(range(256)) * 4  # 1 KB
+redis_port = test_cache_peek.redis_port  # a real redis-server
 
 
 @dataclass
@@ -76,10 +84,13 @@ async def start_origin(hits: dict[str, int]) -> tuple[web.AppRunner, int]:
     return runner, sock.getsockname()[1]
 
 
-def bundle_for(origin_port: int, server: ServerConfig | None = None) -> ConfigBundle:
+def bundle_for(
+    origin_port: int, server: ServerConfig | None = None, cache: CacheConfig | None = None
+) -> ConfigBundle:
     return ConfigBundle(
         proxy=ProxyConfig(
             server=server or ServerConfig(),
+            cache=cache or CacheConfig(),
             upstreams=(UpstreamConfig(name="o", base_url=f"http://127.0.0.1:{origin_port}"),),
             routing=RoutingConfig(default_upstream="o"),
         ),
@@ -92,12 +103,14 @@ def bundle_for(origin_port: int, server: ServerConfig | None = None) -> ConfigBu
     )
 
 
-async def run_edge(server_config: ServerConfig | None = None) -> AsyncIterator[Edge]:
+async def run_edge(
+    server_config: ServerConfig | None = None, cache: CacheConfig | None = None
+) -> AsyncIterator[Edge]:
     hits: dict[str, int] = {}
     origin, origin_port = await start_origin(hits)
     out = io.BytesIO()
     deps = Deps(log=LogWriter(out))
-    holder = RuntimeHolder(build_runtime(bundle_for(origin_port, server_config), deps))
+    holder = RuntimeHolder(build_runtime(bundle_for(origin_port, server_config, cache), deps))
     server = create_public_server(holder, deps.metrics)
     made: list[str] = []
     factory = server.request_factory
@@ -239,6 +252,25 @@ async def test_a_hit_waits_behind_a_request_aiohttp_is_answering(edge: Edge) -> 
     assert "hit" in (await read_answer(reader)).headers["cache-status"]
     assert len(edge.aiohttp_requests) == 3  # inline again
     writer.close()
+
+
+async def test_a_cache_in_redis_is_never_tried_inline(redis_port: int) -> None:
+    """Every lookup would wait for Redis and be handed over: the runtime says so
+    (`Runtime.inline`) and requests go to aiohttp directly; HITs come from Redis."""
+    cache = CacheConfig(store="redis", redis_url=f"redis://127.0.0.1:{redis_port}/0")
+    async for edge in run_edge(cache=cache):
+        runtime = edge.server.inline_allowed
+        assert runtime() is False
+        await prime(edge, "/static/a.bin")
+        reader, writer = await connect(edge)
+        writer.write(get("/static/a.bin") * 2)
+        for _ in range(2):
+            answer = await read_answer(reader)
+            assert answer.body == BODY
+            assert "hit" in answer.headers["cache-status"]
+        writer.close()
+        assert edge.aiohttp_requests == ["/static/a.bin"] * 3
+        assert edge.origin_hits == {"/static/a.bin": 1}
 
 
 async def test_more_pipelined_hits_than_aiohttp_queues_at_once(edge: Edge) -> None:

@@ -33,7 +33,9 @@ SERVER_NAME = "openflare"  # on responses the edge makes itself (never aiohttp's
 
 
 class Stage(Protocol):
-    # an `async def`, or a plain `def` that returns `next(exchange)` (no frame of its own)
+    # an `async def`, or a plain `def` that returns `next(exchange)` (no frame of its own).
+    # A stage whose every request waits (a store in Redis) says so with a `waits` property:
+    # requests are then not tried inline (runtime.py, pipeline/inline.py).
     def __call__(self, exchange: Exchange, next: Handler) -> Awaitable[web.StreamResponse]: ...
 
 

@@ -618,6 +618,11 @@ class CacheStage:
     # --- admin -------------------------------------------------------------------------------
 
     @property
+    def waits(self) -> bool:
+        """Every lookup waits for the store (Redis): no request is tried inline."""
+        return self._store.waits
+
+    @property
     def store(self) -> CacheStore:
         return self._store
 

@@ -185,6 +185,11 @@ class RateLimitStage:
         self._retry_wait = retry_wait  # Retry-After of a 503 when the backend is down
 
     @property
+    def waits(self) -> bool:
+        """Every decision waits for the backend (Redis): no request is tried inline."""
+        return self._backend.waits
+
+    @property
     def backend(self) -> RateLimitBackend:
         return self._backend
 

@@ -21,6 +21,7 @@ BucketKey = tuple[str, str]
 
 class RateLimitBackend(Protocol):
     name: str  # the `backend` label of openflare_ratelimit_backend_errors_total
+    waits: bool  # decisions wait for a network round trip (see CacheStore.waits)
 
     async def decide(self, keys: Sequence[BucketKey], limits: Sequence[Limit]) -> Decision | None:
         """Check every bucket and commit atomically (see bucket.decide); None when the

@@ -24,6 +24,7 @@ IDLE_SWEEP = 2  # full buckets forgotten per inserted key (amortised cleanup, no
 
 class MemoryBackend:
     name = "local"
+    waits = False
     __slots__ = ("_table", "_max_keys", "_clock", "evicted", "expired")
 
     def __init__(self, max_keys: int, clock: Callable[[], float] = time.monotonic) -> None:

@@ -153,6 +153,7 @@ def parse_reply(reply: Sequence[Any], count: int) -> Decision:
 
 class RedisBackend:
     name = "redis"
+    waits = True
     __slots__ = (
         "_client",
         "_pool",

@@ -28,6 +28,9 @@ class StoreStats:
 
 class CacheStore(Protocol):
     kind: str
+    # reads wait for a network round trip: requests are then never tried inline, in the read
+    # callback (pipeline/inline.py), since every lookup would stop there and be handed over
+    waits: bool
 
     async def get(self, key: str) -> CacheEntry | None: ...
 

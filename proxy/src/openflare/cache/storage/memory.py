@@ -28,6 +28,7 @@ SWEEP_INTERVAL_SECONDS = 30.0
 
 class MemoryStore:
     kind = "memory"
+    waits = False
 
     def __init__(
         self,

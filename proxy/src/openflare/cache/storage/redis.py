@@ -119,6 +119,7 @@ def glob_escape(text: str) -> str:
 
 class RedisStore:
     kind = "redis"
+    waits = True
 
     def __init__(self, config: CacheConfig, metrics: Metrics, log: LogWriter) -> None:
         timeout = config.redis_timeout_ms / 1000
