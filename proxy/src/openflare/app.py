@@ -168,6 +168,7 @@ class EdgeRequestHandler(RequestHandler):
         # aiohttp holds a request of this connection (made by EdgeServer._make_request) until
         # its answer is complete: requests after it wait their turn in aiohttp's queue
         self._answering = False
+        self._held_back = False  # a parse of pipelined requests aiohttp held back is scheduled
         self._scheme = "http"
         self._refused = False  # over server.max_connections: answered 503, never served
         self._head_timeout = 0.0
@@ -262,10 +263,22 @@ class EdgeRequestHandler(RequestHandler):
                 self._parser.message_consumed()
             if self._force_close or self._close or self._paused:
                 break
-        if messages and waiter is not None and not waiter.done():
-            waiter.set_result(None)  # else start() finds them before it parks again
-        elif self._buffer_paused and len(messages) <= self._msg_queue_resume_size:
-            self._resume_reading_if_drained()  # pipelined requests the parser held back
+        if messages:
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)  # else start() finds them before it parks again
+        elif self._buffer_paused and not self._held_back:
+            # aiohttp's parser held pipelined requests back (32 at a time): parse them on the
+            # next turn of the loop, so one client's pipeline neither recurses through here
+            # nor keeps the loop from every other connection
+            self._held_back = True
+            self._loop.call_soon(self._parse_held_back)
+
+    def _parse_held_back(self) -> None:
+        """Feed the parser's held-back bytes (aiohttp's own resume: it parses the next batch,
+        which runs inline, and resumes reading once the queue is short)."""
+        self._held_back = False
+        if self.transport is not None and not self._messages and not self._upgraded:
+            self._resume_reading_if_drained()
 
     def _run_inline(self, message: Any) -> bool:
         """True when the request was answered; False when it waits in `self._handover`."""

@@ -289,6 +289,21 @@ async def test_more_pipelined_hits_than_aiohttp_queues_at_once(edge: Edge) -> No
     assert edge.aiohttp_requests == ["/static/a.bin"]
 
 
+async def test_a_long_pipeline_in_one_write_is_answered_whole(edge: Edge) -> None:
+    """Thousands of small requests in one write (more than fit the stack if each batch of 32
+    started the next from inside the previous): every one answered, in order."""
+    await prime(edge, "/static/a.bin")
+    reader, writer = await connect(edge)
+    count = 3000
+    writer.write(get("/static/a.bin", method="HEAD") * count + get("/static/a.bin"))
+    heads = [await read_answer(reader, head=True) for _ in range(count)]
+    assert all(a.status == 200 and a.body == b"" for a in heads)
+    assert len({a.headers["x-request-id"] for a in heads}) == count
+    assert (await read_answer(reader)).body == BODY
+    writer.close()
+    assert edge.aiohttp_requests == ["/static/a.bin"]
+
+
 @pytest.mark.parametrize(
     ("version", "extra", "connection", "closes"),
     [
