@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import bundle_factories
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
@@ -17,16 +18,12 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from openflare.cache.entry import CacheEntry
 from openflare.cache.policy import RequestDirectives, may_serve_stale_on_error, reuse
-from openflare.cache.rules import CacheRules
 from openflare.config.loader import ConfigBundle
-from openflare.config.models import ProxyConfig, UpstreamConfig
 from openflare.deps import Deps
 from openflare.observability.logging import LogWriter
 from openflare.pipeline import cache, cache_explain
 from openflare.pipeline.base import Exchange
-from openflare.ratelimit.rules import RateLimitRules
 from openflare.routing import Route
-from openflare.waf.rules import WafRules
 
 NOW = 1_800_000_000.0
 ETAG = '"v1"'
@@ -127,15 +124,7 @@ def test_stale_if_error(
 
 
 def make_bundle() -> ConfigBundle:
-    return ConfigBundle(
-        proxy=ProxyConfig(upstreams=(UpstreamConfig(name="o", base_url="http://127.0.0.1:9"),)),
-        waf=WafRules(),
-        cache_rules=CacheRules(),
-        rate_limits=RateLimitRules(),
-        admin_token=None,
-        main_path="test.yaml",
-        sources=(),
-    )
+    return bundle_factories.config_bundle()
 
 
 def exchange_for(path: str, headers: dict[str, str]) -> Exchange:

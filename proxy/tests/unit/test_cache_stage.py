@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import bundle_factories
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer, make_mocked_request
@@ -32,9 +33,7 @@ from openflare.pipeline import cache
 from openflare.pipeline.base import Exchange
 from openflare.pipeline.forward import build_client
 from openflare.pipeline.stored_response import StoredResponse
-from openflare.ratelimit.rules import RateLimitRules
 from openflare.routing import Route
-from openflare.waf.rules import WafRules
 
 CHUNK = 64 * 1024
 
@@ -85,17 +84,12 @@ async def origin() -> AsyncIterator[tuple[TestServer, Gate]]:
 def bundle_for(
     server: TestServer, cache_config: dict[str, Any] | None = None, rules: Any = None
 ) -> ConfigBundle:
-    return ConfigBundle(
-        proxy=ProxyConfig(
+    return bundle_factories.config_bundle(
+        ProxyConfig(
             upstreams=(UpstreamConfig(name="o", base_url=str(server.make_url("")).rstrip("/")),),
             cache=CacheConfig(**(cache_config or {})),
         ),
-        waf=WafRules(),
         cache_rules=CacheRules.model_validate(rules or {}),
-        rate_limits=RateLimitRules(),
-        admin_token=None,
-        main_path="test.yaml",
-        sources=(),
     )
 
 

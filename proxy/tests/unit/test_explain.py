@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any, cast
 
+import bundle_factories
 import pytest
 import yaml
 from aiohttp import web
@@ -28,7 +29,6 @@ from openflare.admin.explain_routes import (
     summarize,
 )
 from openflare.cache.entry import CacheEntry
-from openflare.cache.rules import CacheRules
 from openflare.config.loader import ConfigBundle
 from openflare.config.models import ProxyConfig
 from openflare.deps import Deps
@@ -76,14 +76,11 @@ CLIENT = "203.0.113.9"
 
 
 def make_bundle(proxy: dict[str, Any] | None = None) -> ConfigBundle:
-    return ConfigBundle(
-        proxy=ProxyConfig.model_validate(proxy or PROXY),
+    return bundle_factories.config_bundle(
+        ProxyConfig.model_validate(proxy or PROXY),
         waf=WafRules.model_validate(yaml.safe_load(WAF)),
-        cache_rules=CacheRules(),
         rate_limits=RateLimitRules.model_validate(yaml.safe_load(RATE)),
         admin_token=TOKEN,
-        main_path="test.yaml",
-        sources=(),
     )
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, cast
 
+import bundle_factories
 import orjson
 import pytest
 import test_cache_peek
@@ -23,7 +24,6 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from openflare.app import EdgeRequestHandler, EdgeServer, create_public_server
-from openflare.cache.rules import CacheRules
 from openflare.config.loader import ConfigBundle
 from openflare.config.models import (
     CacheConfig,
@@ -37,9 +37,7 @@ from openflare.handover import HANDOVER, in_a_task
 from openflare.observability.logging import LogWriter
 from openflare.pipeline.base import Exchange
 from openflare.pipeline.inline import Handover, LeanRequest, start_inline
-from openflare.ratelimit.rules import RateLimitRules
 from openflare.runtime import RuntimeHolder, build_runtime
-from openflare.waf.rules import WafRules
 
 BODY = bytes(range(256)) * 4  # 1 KB
 redis_port = test_cache_peek.redis_port  # a real redis-server
@@ -87,19 +85,13 @@ async def start_origin(hits: dict[str, int]) -> tuple[web.AppRunner, int]:
 def bundle_for(
     origin_port: int, server: ServerConfig | None = None, cache: CacheConfig | None = None
 ) -> ConfigBundle:
-    return ConfigBundle(
-        proxy=ProxyConfig(
+    return bundle_factories.config_bundle(
+        ProxyConfig(
             server=server or ServerConfig(),
             cache=cache or CacheConfig(),
             upstreams=(UpstreamConfig(name="o", base_url=f"http://127.0.0.1:{origin_port}"),),
             routing=RoutingConfig(default_upstream="o"),
-        ),
-        waf=WafRules(),
-        cache_rules=CacheRules(),
-        rate_limits=RateLimitRules(),
-        admin_token=None,
-        main_path="test.yaml",
-        sources=(),
+        )
     )
 
 

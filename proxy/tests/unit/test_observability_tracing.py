@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import bundle_factories
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
@@ -16,7 +17,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from openflare.cache.rules import CacheRules
 from openflare.config.loader import ConfigBundle
 from openflare.config.models import ProxyConfig, TracingConfig, UpstreamConfig
 from openflare.deps import Deps
@@ -35,10 +35,8 @@ from openflare.observability.tracing import (
 )
 from openflare.pipeline import access_log
 from openflare.pipeline.base import Exchange
-from openflare.ratelimit.rules import RateLimitRules
 from openflare.routing import Route
 from openflare.runtime import RuntimeHolder, build_runtime
-from openflare.waf.rules import WafRules
 
 ENDPOINT = "http://collector:4318/v1/traces"
 
@@ -305,17 +303,11 @@ async def test_stage_span_records_an_exception(
 
 
 def config_bundle(tracing_config: dict[str, Any] | None = None) -> ConfigBundle:
-    return ConfigBundle(
-        proxy=ProxyConfig(
+    return bundle_factories.config_bundle(
+        ProxyConfig(
             upstreams=(UpstreamConfig(name="o", base_url="http://127.0.0.1:1"),),
             tracing=TracingConfig(**(tracing_config or {})),
-        ),
-        waf=WafRules(),
-        cache_rules=CacheRules(),
-        rate_limits=RateLimitRules(),
-        admin_token=None,
-        main_path="test.yaml",
-        sources=(),
+        )
     )
 
 

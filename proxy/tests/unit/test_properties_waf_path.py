@@ -17,19 +17,17 @@ from collections.abc import Iterator
 from typing import Any
 from unittest import mock
 
+import bundle_factories
 import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from openflare.app import create_public_server
-from openflare.cache.rules import CacheRules
-from openflare.config.loader import ConfigBundle
 from openflare.config.models import ProxyConfig
 from openflare.deps import Deps
 from openflare.observability.logging import LogWriter
 from openflare.pipeline import waf as waf_stage
-from openflare.ratelimit.rules import RateLimitRules
 from openflare.runtime import RuntimeHolder, build_runtime
 from openflare.waf.rules import WafRules
 
@@ -83,15 +81,7 @@ class Edge:
                 "normalization": {"reject_encoded_slash": False},  # more paths get through
             }
         )
-        bundle = ConfigBundle(
-            proxy=proxy,
-            waf=WafRules.model_validate(RULES),
-            cache_rules=CacheRules(),
-            rate_limits=RateLimitRules(),
-            admin_token=None,
-            main_path="test.yaml",
-            sources=(),
-        )
+        bundle = bundle_factories.config_bundle(proxy, waf=WafRules.model_validate(RULES))
         deps = Deps(log=LogWriter(io.BytesIO()))
         holder = RuntimeHolder(build_runtime(bundle, deps))
         assert "waf" in holder.runtime.stages

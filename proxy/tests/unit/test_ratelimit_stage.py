@@ -8,14 +8,13 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import bundle_factories
 import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from openflare.cache.rules import CacheRules
 from openflare.config.loader import ConfigBundle
-from openflare.config.models import ProxyConfig, UpstreamConfig
 from openflare.deps import Deps
 from openflare.observability.logging import LogWriter
 from openflare.pipeline import ratelimit
@@ -25,7 +24,6 @@ from openflare.ratelimit.base import BackendHolder, BucketKey
 from openflare.ratelimit.bucket import Decision, Limit
 from openflare.ratelimit.memory import MemoryBackend
 from openflare.ratelimit.rules import RateLimitRules
-from openflare.waf.rules import WafRules
 
 IP = "203.0.113.7"
 
@@ -39,14 +37,8 @@ class FakeClock:
 
 
 def bundle(rules_yaml: str) -> ConfigBundle:
-    return ConfigBundle(
-        proxy=ProxyConfig(upstreams=(UpstreamConfig(name="o", base_url="http://127.0.0.1:1"),)),
-        waf=WafRules(),
-        cache_rules=CacheRules(),
-        rate_limits=RateLimitRules.model_validate(yaml.safe_load(rules_yaml)),
-        admin_token=None,
-        main_path="test.yaml",
-        sources=(),
+    return bundle_factories.config_bundle(
+        rate_limits=RateLimitRules.model_validate(yaml.safe_load(rules_yaml))
     )
 
 

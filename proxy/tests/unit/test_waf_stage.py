@@ -7,12 +7,12 @@ import json
 from typing import Any
 from unittest import mock
 
+import bundle_factories
 import pytest
 import yaml
 from aiohttp import StreamReader, web
 from aiohttp.test_utils import make_mocked_request
 
-from openflare.cache.rules import CacheRules
 from openflare.config.loader import ConfigBundle
 from openflare.config.models import ProxyConfig
 from openflare.deps import Deps
@@ -20,7 +20,6 @@ from openflare.observability.logging import LogWriter
 from openflare.pipeline import waf
 from openflare.pipeline.base import Exchange
 from openflare.pipeline.waf import wants_html
-from openflare.ratelimit.rules import RateLimitRules
 from openflare.waf.rules import WafRules
 
 RULES = """
@@ -54,14 +53,8 @@ PROXY = {
 def bundle(rules_text: str = RULES, **file: Any) -> ConfigBundle:
     data = yaml.safe_load(rules_text)
     data.update(file)
-    return ConfigBundle(
-        proxy=ProxyConfig.model_validate(PROXY),
-        waf=WafRules.model_validate(data),
-        cache_rules=CacheRules(),
-        rate_limits=RateLimitRules(),
-        admin_token=None,
-        main_path="test.yaml",
-        sources=(),
+    return bundle_factories.config_bundle(
+        ProxyConfig.model_validate(PROXY), waf=WafRules.model_validate(data)
     )
 
 
