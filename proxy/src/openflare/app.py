@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
 
@@ -285,8 +286,7 @@ class EdgeRequestHandler(RequestHandler):
         inline = self._inline
         assert inline is not None
         request = LeanRequest(message, self, StreamWriter(self, self._loop), self._scheme)
-        exchange, chain = inline(request)
-        outcome = start_inline(exchange, chain, message)
+        outcome = start_inline(partial(inline, request), message)
         if isinstance(outcome, Handover):
             self._handover = outcome
             return False

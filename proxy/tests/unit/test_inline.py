@@ -452,7 +452,10 @@ async def test_a_chain_that_finishes_returns_its_response() -> None:
     async def chain() -> web.StreamResponse:
         return response
 
-    assert await outside_a_task(lambda: start_inline(exchange(), chain(), object())) is response
+    assert (
+        await outside_a_task(lambda: start_inline(lambda: (exchange(), chain()), object()))
+        is response
+    )
 
 
 async def test_an_answer_finished_inline_but_not_sent_is_sent_by_aiohttp() -> None:
@@ -461,7 +464,7 @@ async def test_an_answer_finished_inline_but_not_sent_is_sent_by_aiohttp() -> No
     async def chain() -> web.StreamResponse:
         return response
 
-    outcome = await outside_a_task(lambda: start_inline(exchange(), chain(), object()))
+    outcome = await outside_a_task(lambda: start_inline(lambda: (exchange(), chain()), object()))
     assert isinstance(outcome, Handover)
     assert await outcome.resume(make_mocked_request("GET", "/")) is response
 
@@ -483,7 +486,7 @@ async def test_a_chain_that_waits_continues_in_a_task_with_the_full_request() ->
         seen.append((asyncio.current_task() is not None, var.get(), ex.request))
         return web.Response(text="late")
 
-    outcome = await outside_a_task(lambda: start_inline(ex, chain(), message))
+    outcome = await outside_a_task(lambda: start_inline(lambda: (ex, chain()), message))
     assert isinstance(outcome, Handover) and outcome.message is message
     assert seen == [None]
     full = make_mocked_request("GET", "/")
@@ -500,9 +503,22 @@ async def test_a_chain_that_raises_inline_raises_in_the_handler() -> None:
     async def chain() -> web.StreamResponse:
         raise ValueError("boom")
 
-    outcome = await outside_a_task(lambda: start_inline(exchange(), chain(), object()))
+    outcome = await outside_a_task(lambda: start_inline(lambda: (exchange(), chain()), object()))
     assert isinstance(outcome, Handover)
     with pytest.raises(ValueError, match="boom"):
+        outcome.resume(make_mocked_request("GET", "/"))
+
+
+async def test_a_front_stage_that_raises_before_any_await_raises_in_the_handler() -> None:
+    """The plain-`def` stages at the front run when the chain is built: an error there is
+    aiohttp's to answer (500) too, not the read callback's."""
+
+    def start() -> tuple[Exchange, Any]:
+        raise LookupError("front stage")
+
+    outcome = await outside_a_task(lambda: start_inline(start, object()))
+    assert isinstance(outcome, Handover)
+    with pytest.raises(LookupError, match="front stage"):
         outcome.resume(make_mocked_request("GET", "/"))
 
 
@@ -520,7 +536,7 @@ async def test_cancelling_the_handler_cancels_the_chain_where_it_waits() -> None
             raise
         return web.Response()
 
-    outcome = await outside_a_task(lambda: start_inline(exchange(), chain(), object()))
+    outcome = await outside_a_task(lambda: start_inline(lambda: (exchange(), chain()), object()))
     assert isinstance(outcome, Handover)
     task = cast(asyncio.Task[web.StreamResponse], outcome.resume(make_mocked_request("GET", "/")))
     await asyncio.sleep(0)
@@ -542,7 +558,7 @@ async def test_abandon_runs_the_chain_s_cleanup() -> None:
             done.set_result("finally ran")
         return web.Response()
 
-    outcome = await outside_a_task(lambda: start_inline(exchange(), chain(), object()))
+    outcome = await outside_a_task(lambda: start_inline(lambda: (exchange(), chain()), object()))
     assert isinstance(outcome, Handover)
     outcome.abandon()
     assert await asyncio.wait_for(done, 10) == "finally ran"
@@ -553,7 +569,7 @@ async def test_in_a_task_hands_an_inline_run_over_and_is_free_in_a_task() -> Non
         await in_a_task()
         return web.Response(text=str(asyncio.current_task() is not None))
 
-    outcome = await outside_a_task(lambda: start_inline(exchange(), chain(), object()))
+    outcome = await outside_a_task(lambda: start_inline(lambda: (exchange(), chain()), object()))
     assert isinstance(outcome, Handover)  # stopped before anything that needs a task
     response = await outcome.resume(make_mocked_request("GET", "/"))
     assert cast(web.Response, response).text == "True"

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import hdrs
@@ -109,7 +109,7 @@ class Handover:
     def __init__(
         self,
         message: Any,
-        exchange: Exchange,
+        exchange: Exchange | None,
         steps: Generator[Any, None, web.StreamResponse] | None,
         yielded: Any,
         context: contextvars.Context,
@@ -127,7 +127,8 @@ class Handover:
     def resume(self, request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
         """aiohttp's handler for this message: continue the chain with aiohttp's request, in a
         task of its own (the inline run's context variables come along)."""
-        self._exchange.request = request
+        if self._exchange is not None:
+            self._exchange.request = request
         if self._error is not None:  # the inline run raised: aiohttp handles it as usual
             raise self._error
         if self._response is not None:
@@ -148,12 +149,16 @@ class Handover:
 
 
 def start_inline(
-    exchange: Exchange, chain: Awaitable[web.StreamResponse], message: Any
+    start: Callable[[], tuple[Exchange, Awaitable[web.StreamResponse]]], message: Any
 ) -> web.StreamResponse | Handover:
-    """Run `chain` until it finishes (its response) or first waits (a `Handover`)."""
-    steps = chain.__await__()
+    """`start()` (the exchange and its chain; the plain-`def` stages at the front run here),
+    then the chain until it finishes (its response) or first waits (a `Handover`), all in a
+    context of its own."""
     context = contextvars.copy_context()
+    exchange: Exchange | None = None
     try:
+        exchange, chain = context.run(start)
+        steps = chain.__await__()
         yielded = context.run(steps.send, None)
     except StopIteration as finished:
         response: web.StreamResponse = finished.value
