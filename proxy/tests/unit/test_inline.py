@@ -538,7 +538,12 @@ async def test_cancelling_the_handler_cancels_the_chain_where_it_waits() -> None
 
     outcome = await outside_a_task(lambda: start_inline(lambda: (exchange(), chain()), object()))
     assert isinstance(outcome, Handover)
-    task = cast(asyncio.Task[web.StreamResponse], outcome.resume(make_mocked_request("GET", "/")))
+    resumed = outcome.resume(make_mocked_request("GET", "/"))
+
+    async def handler() -> web.StreamResponse:  # as aiohttp's handler task awaits it
+        return await resumed
+
+    task = asyncio.get_running_loop().create_task(handler())
     await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -125,8 +125,8 @@ class Handover:
         self._response = response  # finished inline but not sent: aiohttp sends it
 
     def resume(self, request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
-        """aiohttp's handler for this message: continue the chain with aiohttp's request, in a
-        task of its own (the inline run's context variables come along)."""
+        """aiohttp's handler for this message: continue the chain with aiohttp's request, in
+        aiohttp's task for it (each step runs in the inline run's context)."""
         if self._exchange is not None:
             self._exchange.request = request
         if self._error is not None:  # the inline run raised: aiohttp handles it as usual
@@ -134,18 +134,15 @@ class Handover:
         if self._response is not None:
             return _answered(self._response)
         assert self._steps is not None
-        return asyncio.get_running_loop().create_task(
-            _continue(self._steps, self._yielded, None), context=self._context
-        )
+        return _Trampoline(self._steps, self._yielded, None, self._context)
 
     def abandon(self) -> None:
         """The connection closed before aiohttp reached this message: cancel the chain as a
         handler is cancelled when its client leaves (its `finally` blocks run, in a task)."""
         if self._steps is None:
             return
-        asyncio.get_running_loop().create_task(
-            _continue(self._steps, None, asyncio.CancelledError()), context=self._context
-        )
+        trampoline = _Trampoline(self._steps, None, asyncio.CancelledError(), self._context)
+        asyncio.get_running_loop().create_task(_await(trampoline))
 
 
 def start_inline(
@@ -174,32 +171,31 @@ async def _answered(response: web.StreamResponse) -> web.StreamResponse:
     return response
 
 
-async def _continue(
-    steps: Generator[Any, None, web.StreamResponse],
-    yielded: Any,
-    error: BaseException | None,
-) -> web.StreamResponse:
-    return await _Trampoline(steps, yielded, error)
+async def _await(trampoline: _Trampoline) -> web.StreamResponse:
+    return await trampoline
 
 
 class _Trampoline:
     """Drives a coroutine that was started outside any task from inside one: what it yielded
-    last is yielded again to the task (which waits for that future), then it goes on."""
+    last is yielded again to the task (which waits for that future), then it goes on, each
+    step in the inline run's context (its context variables, e.g. a trace's span, stay)."""
 
-    __slots__ = ("_steps", "_yielded", "_error")
+    __slots__ = ("_steps", "_yielded", "_error", "_context")
 
     def __init__(
         self,
         steps: Generator[Any, None, web.StreamResponse],
         yielded: Any,
         error: BaseException | None,
+        context: contextvars.Context,
     ) -> None:
         self._steps = steps
         self._yielded = yielded
         self._error = error
+        self._context = context
 
     def __await__(self) -> Generator[Any, None, web.StreamResponse]:
-        steps, yielded, error = self._steps, self._yielded, self._error
+        steps, yielded, error, run = self._steps, self._yielded, self._error, self._context.run
         while True:
             if error is None and yielded is not HANDOVER:  # HANDOVER: already in a task
                 try:
@@ -209,9 +205,9 @@ class _Trampoline:
             try:
                 if error is not None:
                     pending, error = error, None
-                    yielded = steps.throw(pending)
+                    yielded = run(steps.throw, pending)
                 else:
-                    yielded = steps.send(None)
+                    yielded = run(steps.send, None)
             except StopIteration as finished:
                 response: web.StreamResponse = finished.value
                 return response
