@@ -52,6 +52,13 @@ PARSER_MAX_HEADERS = 1000 + 32  # ServerConfig.max_header_count ≤ 1000
 
 
 FIRST_MESSAGE_RETAIN = 64 * 1024  # bytes kept to re-parse a first request with a rare method
+# a target whose request was handed over and not stored goes straight to aiohttp this many
+# times (it is likely a pass-through or a refusal again, and trying it inline costs 3-17 %),
+# then is tried inline again; the memo of such targets is dropped whole when it is full
+INLINE_RETRY_AFTER = 16
+INLINE_SKIP_TARGETS = 4096
+# cache outcomes after which the next request for the target is not expected to be a HIT
+NOT_STORED = frozenset({"", "MISS", "BYPASS", "ERROR"})
 REFUSED_LINGER_SECONDS = 1.0  # an over-cap connection: time for the 503 to be read, then closed
 LINGER_SECONDS = 2.0
 
@@ -166,6 +173,7 @@ class EdgeRequestHandler(RequestHandler):
         # requests without a body run inline, in data_received (pipeline/inline.py)
         self._inline = self._edge.inline if self._edge is not None else None
         self._handover: Handover | None = None  # an inline run waiting for aiohttp's handler
+        self._resumed: Handover | None = None  # the one aiohttp's handler is continuing
         # aiohttp holds a request of this connection (made by EdgeServer._make_request) until
         # its answer is complete: requests after it wait their turn in aiohttp's queue
         self._answering = False
@@ -252,10 +260,18 @@ class EdgeRequestHandler(RequestHandler):
         after it are left to aiohttp's start(), woken as aiohttp would have woken it."""
         messages = self._messages
         edge = self._edge
-        allowed = edge is not None and edge.inline_allowed()  # per runtime: no store waits
-        while allowed and messages:
+        # None when the runtime in force waits for a store anyway (Runtime.inline)
+        skips = edge.inline_skips if edge is not None and edge.inline_allowed() else None
+        while skips is not None and messages:
             message, payload = messages[0]
             if payload is not EMPTY_PAYLOAD or isinstance(message, _ErrInfo) or message.upgrade:
+                break
+            left = skips.get(message.path)
+            if left is not None:  # lately handed over and not stored: straight to aiohttp
+                if left > 1:
+                    skips[message.path] = left - 1
+                else:
+                    del skips[message.path]
                 break
             if not self._run_inline(message):
                 break  # handed over: aiohttp makes its request for it, the handler resumes
@@ -315,6 +331,14 @@ class EdgeRequestHandler(RequestHandler):
         """aiohttp's, then: once its answer is complete and the connection stays open, the
         next requests may run inline again (until then they queue behind it, in order)."""
         response, reset = await super()._handle_request(request, start_time, request_handler)
+        resumed = self._resumed
+        if resumed is not None:  # it started inline: was it worth trying?
+            self._resumed = None
+            if self._edge is not None and resumed.cache_status() in NOT_STORED:
+                skips = self._edge.inline_skips
+                if len(skips) >= INLINE_SKIP_TARGETS:
+                    skips.clear()
+                skips[request._message.path] = INLINE_RETRY_AFTER
         if not reset and response.keep_alive:
             self._answering = False
         return response, reset
@@ -325,6 +349,7 @@ class EdgeRequestHandler(RequestHandler):
         if handover is None or handover.message is not request._message:
             return None
         self._handover = None
+        self._resumed = handover
         return handover
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -444,6 +469,8 @@ class EdgeServer(web.Server):
         self.metrics = metrics
         self._settings = settings
         self.inline = inline  # runs a request without a body in data_received; None: never
+        # targets not tried inline for their next requests (INLINE_RETRY_AFTER)
+        self.inline_skips: dict[str, int] = {}
         # whether the runtime in force allows it (runtime.py `Runtime.inline`)
         self.inline_allowed = inline_allowed or (lambda: inline is not None)
 

@@ -23,7 +23,7 @@ import test_cache_peek
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from openflare.app import EdgeRequestHandler, EdgeServer, create_public_server
+from openflare.app import INLINE_RETRY_AFTER, EdgeRequestHandler, EdgeServer, create_public_server
 from openflare.config.loader import ConfigBundle
 from openflare.config.models import (
     CacheConfig,
@@ -225,6 +225,30 @@ async def test_pipelined_requests_are_answered_in_order(edge: Edge) -> None:
         "/pass/x": 1,
     }
     assert edge.deps.metrics.in_flight_now == 0
+
+
+async def test_a_target_handed_over_and_not_stored_skips_the_inline_try_for_a_while(
+    edge: Edge,
+) -> None:
+    """A pass-through target (no-store) is handed over every time: after one such request it
+    goes straight to aiohttp for its next INLINE_RETRY_AFTER requests, then is tried again.
+    A MISS that was stored is not remembered (its next request is a HIT, inline)."""
+    skips = edge.server.inline_skips
+    await prime(edge, "/static/a.bin", "/pass/x")
+    assert skips == {"/pass/x": INLINE_RETRY_AFTER}
+    reader, writer = await connect(edge)
+    for left in range(INLINE_RETRY_AFTER - 1, -1, -1):
+        writer.write(get("/pass/x"))
+        assert (await read_answer(reader)).body == BODY
+        assert skips.get("/pass/x", 0) == left
+    writer.write(get("/pass/x"))  # tried inline again, handed over again
+    assert (await read_answer(reader)).body == BODY
+    assert skips == {"/pass/x": INLINE_RETRY_AFTER}
+    writer.write(get("/static/a.bin"))
+    assert "hit" in (await read_answer(reader)).headers["cache-status"]
+    writer.close()
+    assert edge.origin_hits == {"/static/a.bin": 1, "/pass/x": INLINE_RETRY_AFTER + 2}
+    assert edge.aiohttp_requests.count("/static/a.bin") == 1  # the HIT ran inline
 
 
 async def test_a_hit_waits_behind_a_request_aiohttp_is_answering(edge: Edge) -> None:

@@ -136,6 +136,10 @@ class Handover:
         assert self._steps is not None
         return _Trampoline(self._steps, self._yielded, None, self._context)
 
+    def cache_status(self) -> str:
+        """The request's cache outcome, once its chain finished ("" when it never got there)."""
+        return self._exchange.cache_status if self._exchange is not None else ""
+
     def abandon(self) -> None:
         """The connection closed before aiohttp reached this message: cancel the chain as a
         handler is cancelled when its client leaves (its `finally` blocks run, in a task)."""
