@@ -12,7 +12,8 @@ parsed message, while the coroutine never waits:
   needs what only aiohttp's request has (`Exchange.full_request`: a streamed or non-stored
   answer, the request body): the run stops where it is, the message goes into aiohttp's
   queue as usual, and the handler aiohttp calls for it finds the `Handover`, puts aiohttp's
-  request into the exchange and continues the same coroutine in a task (`Handover.resume`).
+  request into the exchange and continues the same coroutine in aiohttp's task for it
+  (`Handover.resume`).
   Nothing runs twice: the stages before that point ran once, inline.
 
 ```mermaid
@@ -28,7 +29,7 @@ sequenceDiagram
     else waits or needs aiohttp's request
         C-->>P: yields (a future, or HANDOVER)
         P->>A: message queued, start() woken
-        A->>C: Handover.resume(request): same coroutine, in a task
+        A->>C: Handover.resume(request): same coroutine, in aiohttp's task
     end
 ```
 
@@ -132,7 +133,9 @@ class Handover:
         if self._error is not None:  # the inline run raised: aiohttp handles it as usual
             raise self._error
         if self._response is not None:
-            return _answered(self._response)
+            answer: asyncio.Future[web.StreamResponse] = asyncio.get_running_loop().create_future()
+            answer.set_result(self._response)
+            return answer
         assert self._steps is not None
         return _Trampoline(self._steps, self._yielded, None, self._context)
 
@@ -169,10 +172,6 @@ def start_inline(
     except BaseException as error:
         return Handover(message, exchange, None, None, context, error)
     return Handover(message, exchange, steps, yielded, context)
-
-
-async def _answered(response: web.StreamResponse) -> web.StreamResponse:
-    return response
 
 
 async def _await(trampoline: _Trampoline) -> web.StreamResponse:
