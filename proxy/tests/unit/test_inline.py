@@ -24,6 +24,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from openflare.app import INLINE_RETRY_AFTER, EdgeRequestHandler, EdgeServer, create_public_server
+from openflare.cache.singleflight import SingleFlight
 from openflare.config.loader import ConfigBundle
 from openflare.config.models import (
     CacheConfig,
@@ -521,6 +522,37 @@ async def test_a_chain_that_waits_continues_in_a_task_with_the_full_request() ->
     assert seen[1] == "value"
     assert seen[2] == (True, "inline", full)
     assert var.get(None) is None  # the inline run's context did not leak here
+
+
+async def test_a_miss_is_the_leader_before_it_is_handed_over() -> None:
+    """Leader or waiter is decided in the same inline step as the cache lookup: a request
+    handed over in between could find the leader done and gone, and fetch a second time
+    (the E2E collapsing test caught that). A second MISS in that step waits for the leader."""
+    loop = asyncio.get_running_loop()
+    flights: SingleFlight[str] = SingleFlight()
+    gate: asyncio.Future[str] = loop.create_future()
+    fetches = 0
+
+    async def fetch() -> str:
+        nonlocal fetches
+        fetches += 1
+        return await gate
+
+    async def chain() -> web.StreamResponse:
+        result, leader = await flights.join("k", fetch, 5.0)
+        return web.Response(text=f"{result} {leader}")
+
+    first = await outside_a_task(lambda: start_inline(lambda: (exchange(), chain()), object()))
+    assert isinstance(first, Handover)
+    assert flights.in_flight("k")  # the leader is registered before the handover
+    second = await outside_a_task(lambda: start_inline(lambda: (exchange(), chain()), object()))
+    assert isinstance(second, Handover)
+    gate.set_result("body")
+    answers = [
+        await handover.resume(make_mocked_request("GET", "/")) for handover in (first, second)
+    ]
+    assert [cast(web.Response, a).text for a in answers] == ["body True", "body False"]
+    assert fetches == 1
 
 
 async def test_a_chain_that_raises_inline_raises_in_the_handler() -> None:

@@ -43,11 +43,13 @@ class SingleFlight(Generic[T]):
     ) -> tuple[T | None, bool]:
         """(result, leader). A waiter that waits longer than `wait_seconds` gets (None, False)
         and fetches for itself."""
-        await in_a_task()  # asyncio.timeout needs a task (an inline run is handed over)
+        # leader or waiter is decided at once, in the same step as the caller's cache lookup:
+        # an inline run handed over in between could find the leader gone and fetch again
         existing = self._calls.get(key)
         if existing is None:
             task = self.start(key, fetch)
             return await asyncio.shield(task), True
+        await in_a_task()  # asyncio.timeout needs a task (an inline run is handed over)
         try:
             async with asyncio.timeout(wait_seconds):
                 return await asyncio.shield(existing), False
