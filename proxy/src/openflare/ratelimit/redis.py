@@ -31,7 +31,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
-from openflare.handover import in_a_task
 from openflare.ratelimit.bucket import EPSILON, Decision, Limit
 
 if TYPE_CHECKING:
@@ -153,7 +152,7 @@ def parse_reply(reply: Sequence[Any], count: int) -> Decision:
 
 class RedisBackend:
     name = "redis"
-    waits = True
+    waits = True  # so no request is run inline with it: its calls are always in a task
     __slots__ = (
         "_client",
         "_pool",
@@ -207,7 +206,6 @@ class RedisBackend:
         return self._failing
 
     async def decide(self, keys: Sequence[BucketKey], limits: Sequence[Limit]) -> Decision | None:
-        await in_a_task()  # asyncio.timeout needs a task (an inline run is handed over)
         probe = False
         if self._failing:
             if self._probing or self._clock() < self._down_until:
@@ -238,7 +236,6 @@ class RedisBackend:
     async def peek(self, keys: Sequence[BucketKey], limits: Sequence[Limit]) -> Decision | None:
         """What `decide` would answer now, writing nothing; None when Redis cannot answer
         (not counted as a backend failure: an explain request is not traffic)."""
-        await in_a_task()
         redis_keys = [f"{self._prefix}{rule_id}:{client}" for rule_id, client in keys]
         args = script_args(tuple(limits))
         try:

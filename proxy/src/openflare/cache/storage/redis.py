@@ -32,7 +32,6 @@ from openflare.cache.entry import CacheEntry, render_headers
 from openflare.cache.key import base_of, variant_key
 from openflare.cache.storage.base import StoreStats, url_matches_prefix
 from openflare.cache.storage.redis_reads import Reads, reads_for
-from openflare.handover import in_a_task
 
 if TYPE_CHECKING:
     from multidict import MultiMapping
@@ -119,7 +118,7 @@ def glob_escape(text: str) -> str:
 
 class RedisStore:
     kind = "redis"
-    waits = True
+    waits = True  # so no request is run inline with it: its calls are always in a task
 
     def __init__(self, config: CacheConfig, metrics: Metrics, log: LogWriter) -> None:
         timeout = config.redis_timeout_ms / 1000
@@ -218,7 +217,6 @@ class RedisStore:
         the resource has no Vary: one `MGET` reads the Vary record and the entry a variant
         without Vary is stored under (its key is the primary); a second `GET` only when the
         record names headers."""
-        await in_a_task()  # asyncio.timeout needs a task (an inline run is handed over)
         try:
             async with asyncio.timeout(self._read_budget):
                 raw_vary, raw = await self._reads.mget(
@@ -236,7 +234,6 @@ class RedisStore:
         return decode_entry(raw) if raw else None
 
     async def get(self, key: str) -> CacheEntry | None:
-        await in_a_task()  # asyncio.timeout needs a task (an inline run is handed over)
         try:
             async with asyncio.timeout(self._read_budget):
                 raw = await self._reads.get(self._entry_key(key))
@@ -248,7 +245,6 @@ class RedisStore:
     async def peek(self, key: str) -> CacheEntry | None:
         """A plain `GET`, like `get`: nothing here refreshes a TTL (no `GETEX`, no `PEXPIRE`) or
         counts a hit, so a read for an explanation leaves the entry as it was."""
-        await in_a_task()  # asyncio.timeout needs a task (an inline run is handed over)
         try:
             async with asyncio.timeout(self._read_budget):
                 raw = await self._reads.get(self._entry_key(key))
@@ -258,7 +254,6 @@ class RedisStore:
         return decode_entry(raw) if raw else None
 
     async def get_vary(self, primary: str) -> tuple[str, ...] | None:
-        await in_a_task()  # asyncio.timeout needs a task (an inline run is handed over)
         try:
             async with asyncio.timeout(self._read_budget):
                 raw = await self._reads.get(self._prefix + "v:" + primary)
