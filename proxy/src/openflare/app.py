@@ -270,11 +270,14 @@ class EdgeRequestHandler(RequestHandler):
             if left is not None:  # lately handed over and not stored: straight to aiohttp
                 if left > 1:
                     skips[message.path] = left - 1
-                else:
-                    del skips[message.path]
-                break
+                    break
+                # this one is tried inline; the target's next requests skip while it runs
+                # (on other connections too), and its outcome renews or ends the memo
+                skips[message.path] = INLINE_RETRY_AFTER
             if not self._run_inline(message):
                 break  # handed over: aiohttp makes its request for it, the handler resumes
+            if left is not None:
+                skips.pop(message.path, None)  # the trial was answered inline
             messages.popleft()
             if self._parser is not None:
                 self._parser.message_consumed()
@@ -334,11 +337,13 @@ class EdgeRequestHandler(RequestHandler):
         resumed = self._resumed
         if resumed is not None:  # it started inline: was it worth trying?
             self._resumed = None
-            if self._edge is not None and resumed.cache_status() in NOT_STORED:
-                skips = self._edge.inline_skips
+            skips = self._edge.inline_skips if self._edge is not None else {}
+            if resumed.cache_status() in NOT_STORED:
                 if len(skips) >= INLINE_SKIP_TARGETS:
                     skips.clear()
                 skips[request._message.path] = INLINE_RETRY_AFTER
+            else:
+                skips.pop(request._message.path, None)
         if not reset and response.keep_alive:
             self._answering = False
         return response, reset

@@ -23,6 +23,7 @@ import test_cache_peek
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+from openflare import app as app_module
 from openflare.app import INLINE_RETRY_AFTER, EdgeRequestHandler, EdgeServer, create_public_server
 from openflare.cache.singleflight import SingleFlight
 from openflare.config.loader import ConfigBundle
@@ -62,7 +63,7 @@ class Edge:
 async def start_origin(hits: dict[str, int]) -> tuple[web.AppRunner, int]:
     async def handler(request: web.Request) -> web.StreamResponse:
         hits[request.path] = hits.get(request.path, 0) + 1
-        if request.path.startswith("/slow"):
+        if request.path.startswith("/slow") or request.path == "/pass/slow":
             await asyncio.sleep(0.5)
         if request.method == "POST":
             return web.Response(text=f"got {len(await request.read())}")
@@ -162,6 +163,18 @@ async def connect(edge: Edge) -> tuple[asyncio.StreamReader, asyncio.StreamWrite
     return await asyncio.open_connection("127.0.0.1", edge.port)
 
 
+def count_inline_tries(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the requests the chain is tried inline for, from now on."""
+    tried: list[str] = []
+
+    def counting(start: Any, message: Any) -> Any:
+        tried.append(message.path)
+        return start_inline(start, message)
+
+    monkeypatch.setattr(app_module, "start_inline", counting)
+    return tried
+
+
 async def prime(edge: Edge, *paths: str) -> None:
     reader, writer = await connect(edge)
     for path in paths:
@@ -229,27 +242,64 @@ async def test_pipelined_requests_are_answered_in_order(edge: Edge) -> None:
 
 
 async def test_a_target_handed_over_and_not_stored_skips_the_inline_try_for_a_while(
-    edge: Edge,
+    edge: Edge, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A pass-through target (no-store) is handed over every time: after one such request it
-    goes straight to aiohttp for its next INLINE_RETRY_AFTER requests, then is tried again.
+    goes straight to aiohttp for its next INLINE_RETRY_AFTER - 1 requests, then is tried again.
     A MISS that was stored is not remembered (its next request is a HIT, inline)."""
     skips = edge.server.inline_skips
     await prime(edge, "/static/a.bin", "/pass/x")
     assert skips == {"/pass/x": INLINE_RETRY_AFTER}
+    tried = count_inline_tries(monkeypatch)
     reader, writer = await connect(edge)
-    for left in range(INLINE_RETRY_AFTER - 1, -1, -1):
+    for left in range(INLINE_RETRY_AFTER - 1, 0, -1):
         writer.write(get("/pass/x"))
         assert (await read_answer(reader)).body == BODY
         assert skips.get("/pass/x", 0) == left
+    assert tried == []
     writer.write(get("/pass/x"))  # tried inline again, handed over again
     assert (await read_answer(reader)).body == BODY
+    assert tried == ["/pass/x"]
     assert skips == {"/pass/x": INLINE_RETRY_AFTER}
     writer.write(get("/static/a.bin"))
     assert "hit" in (await read_answer(reader)).headers["cache-status"]
     writer.close()
-    assert edge.origin_hits == {"/static/a.bin": 1, "/pass/x": INLINE_RETRY_AFTER + 2}
+    assert edge.origin_hits == {"/static/a.bin": 1, "/pass/x": INLINE_RETRY_AFTER + 1}
     assert edge.aiohttp_requests.count("/static/a.bin") == 1  # the HIT ran inline
+
+
+async def test_while_a_skipped_target_is_tried_again_its_other_requests_still_skip(
+    edge: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry is one request: while it waits for the origin, the same target's requests
+    on other connections go straight to aiohttp (under load they would all be tried)."""
+    skips = edge.server.inline_skips
+    skips["/pass/slow"] = 1  # the next request for it is the retry
+    tried = count_inline_tries(monkeypatch)
+    first = await connect(edge)
+    first[1].write(get("/pass/slow"))  # the origin answers after 0.5 s
+    await asyncio.sleep(0.1)
+    others = [await connect(edge) for _ in range(3)]
+    for _, writer in others:
+        writer.write(get("/pass/slow"))
+    for reader, writer in (first, *others):
+        assert (await read_answer(reader)).body == BODY
+        writer.close()
+    assert tried == ["/pass/slow"]
+    assert skips == {"/pass/slow": INLINE_RETRY_AFTER}
+
+
+async def test_a_retried_target_that_is_now_a_hit_leaves_the_memo(
+    edge: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    skips = edge.server.inline_skips
+    await prime(edge, "/static/a.bin")
+    skips["/static/a.bin"] = 1
+    tried = count_inline_tries(monkeypatch)
+    await prime(edge, "/static/a.bin")
+    assert tried == ["/static/a.bin"]
+    assert skips == {}
+    assert edge.aiohttp_requests.count("/static/a.bin") == 1  # the retry ran inline
 
 
 async def test_a_hit_waits_behind_a_request_aiohttp_is_answering(edge: Edge) -> None:
@@ -360,15 +410,29 @@ async def test_an_idle_connection_closes_after_an_inline_answer() -> None:
         writer.close()
 
 
-async def test_refusals_and_errors_are_answered_through_aiohttp(edge: Edge) -> None:
+async def test_refusals_are_answered_inline_and_parser_errors_by_aiohttp(edge: Edge) -> None:
+    """The edge's own refusals are written in one call like a HIT (RenderedResponse), so they
+    finish inline; a request the parser rejects never reaches the chain."""
+    await prime(edge, "/static/a.bin")
     reader, writer = await connect(edge)
     writer.write(get("/static/a%00.bin") + get("/static/a.bin"))  # encoded NUL: 400
     refused = await read_answer(reader)
-    assert refused.status == 400
+    assert refused.status == 400 and b"request_id: " in refused.body
+    assert refused.headers["cache-control"] == "no-store"
+    assert "x-request-id" in refused.headers and "connection" not in refused.headers
     assert (await read_answer(reader)).status == 200
+    assert edge.aiohttp_requests == ["/static/a.bin"]  # the priming MISS only
+    writer.write(get("/static/a.bin", "X-Big: " + "b" * 70_000))  # over max_header_bytes
+    too_big = await read_answer(reader)
+    assert too_big.status == 431 and too_big.headers["connection"] == "close"
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed after the refusal
+    assert edge.aiohttp_requests == ["/static/a.bin"]
+    reader, writer = await connect(edge)
     writer.write(b"GET /x HTTP/1.1\r\nHost: edge.test\r\nBad Header\r\n\r\n")
     assert (await read_answer(reader)).status == 400  # parser error: aiohttp's queue
     writer.close()
+    lines = edge.access_lines()
+    assert [line["status"] for line in lines] == [200, 400, 200, 431]
 
 
 class CountingTransport(asyncio.Transport):

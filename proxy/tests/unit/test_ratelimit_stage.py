@@ -20,6 +20,7 @@ from openflare.observability.logging import LogWriter
 from openflare.pipeline import ratelimit
 from openflare.pipeline.base import Exchange
 from openflare.pipeline.ratelimit import aggregate_ip
+from openflare.pipeline.stored_response import RenderedResponse
 from openflare.ratelimit.base import BackendHolder, BucketKey
 from openflare.ratelimit.bucket import Decision, Limit
 from openflare.ratelimit.memory import MemoryBackend
@@ -91,8 +92,9 @@ def rules(*items: dict, **top: Any) -> str:
 
 
 def body(response: web.StreamResponse) -> dict[str, Any]:
-    assert isinstance(response, web.Response) and response.body is not None
-    return json.loads(bytes(response.body))  # type: ignore[arg-type]
+    assert isinstance(response, RenderedResponse)
+    assert response.content_type == "application/json"
+    return json.loads(response.body)
 
 
 async def test_burst_of_2b_gives_exactly_b_then_429_with_json() -> None:

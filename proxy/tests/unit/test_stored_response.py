@@ -32,7 +32,7 @@ from openflare.cache.entry import (
     without_headers,
 )
 from openflare.pipeline.base import Exchange
-from openflare.pipeline.stored_response import StoredResponse
+from openflare.pipeline.stored_response import RenderedResponse, StoredResponse
 
 BODY = b"stored body " * 10
 ORIGIN_HEADERS = (
@@ -255,6 +255,77 @@ async def test_a_stored_answer_to_a_client_that_left_raises_connection_reset() -
     response = StoredResponse(200, "OK", b"", 0, b"body")
     with pytest.raises(ConnectionResetError):
         response.send_now(request)
+
+
+EDGE_HEADERS = {"Content-Type": "application/json", "Retry-After": "7", "Cache-Control": "no-store"}
+EDGE_BODY = b'{"error":"rate_limited"}'
+EDGE_CASES = [
+    # (method, version, connection, status, force_close, extra)
+    ("GET", "1.1", "", 429, False, ()),
+    ("GET", "1.1", "", 429, False, (("RateLimit", '"api";r=0;t=7'), ("RateLimit-Policy", "x"))),
+    ("HEAD", "1.1", "", 403, False, ()),
+    ("GET", "1.1", "close", 403, False, ()),
+    ("GET", "1.0", "keep-alive", 413, True, ()),
+    ("GET", "1.0", "", 502, False, ()),
+    ("POST", "1.1", "", 413, True, ()),
+]
+
+
+@pytest.mark.parametrize("via", ["send", "prepare"])
+@pytest.mark.parametrize(
+    ("method", "version", "connection", "status", "force", "extra"), EDGE_CASES
+)
+async def test_an_edge_answer_is_what_aiohttp_sends_for_the_same_response(
+    via: str,
+    method: str,
+    version: str,
+    connection: str,
+    status: int,
+    force: bool,
+    extra: tuple[tuple[str, str], ...],
+) -> None:
+    """A refusal (`RenderedResponse`, one write) against the `web.Response` the stages answered
+    refusals with before: the same status line, header lines (order aside), body, closing."""
+    build: list[Callable[[], web.StreamResponse]] = []
+    counted: list[int] = []
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        exchange = Exchange(request, 0.0, False)
+        exchange.request_id = "req-1"
+        exchange.extra_headers = list(extra)
+        response = build[0]()
+        if force:
+            response.force_close()
+        if via == "send":
+            await exchange.send(response)
+            counted.append(exchange.bytes_sent)
+        else:
+            exchange.finalize_headers(response)
+        return response
+
+    request = f"{method} /x HTTP/{version}\r\nHost: edge.test\r\n"
+    if connection:
+        request += f"Connection: {connection}\r\n"
+    request += "Content-Length: 0\r\n\r\n" if method == "POST" else "\r\n"
+    results = []
+    async with RawTestServer(handler) as raw:
+        for make in (
+            lambda: web.Response(status=status, body=EDGE_BODY, headers=EDGE_HEADERS),
+            lambda: RenderedResponse(status, EDGE_BODY, EDGE_HEADERS),
+        ):
+            build[:] = [make]
+            head, body, closed = await exchange_bytes(
+                raw.port or 0, request.encode(), method == "HEAD"
+            )
+            results.append((lines_of(head), body, closed))
+    assert results[1] == results[0]
+    sent = 0 if method == "HEAD" else len(EDGE_BODY)
+    assert counted == ([sent] * 2 if via == "send" else [])
+    (status_line, lines), body, closed = results[1]
+    assert status_line.split(b" ")[1] == str(status).encode()
+    assert b"Retry-After: 7" in lines and b"X-Request-ID: req-1" in lines
+    assert body == (b"" if method == "HEAD" else EDGE_BODY)
+    assert closed == (force or connection == "close" or (version == "1.0" and not connection))
 
 
 def _source(function: object) -> str:

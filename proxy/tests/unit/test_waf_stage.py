@@ -19,6 +19,7 @@ from openflare.deps import Deps
 from openflare.observability.logging import LogWriter
 from openflare.pipeline import waf
 from openflare.pipeline.base import Exchange
+from openflare.pipeline.stored_response import RenderedResponse
 from openflare.pipeline.waf import wants_html
 from openflare.waf.rules import WafRules
 
@@ -127,11 +128,10 @@ def test_wants_html(accept: str, html: bool) -> None:
 async def test_block_answers_json_with_request_id_and_rule_ids_never_patterns() -> None:
     h = Harness()
     response, exchange = await h.send("/search?q=1+UNION+SELECT+2")
-    assert isinstance(response, web.Response) and response.status == 403
+    assert isinstance(response, RenderedResponse) and response.status == 403
     assert response.content_type == "application/json"
     assert response.headers["Cache-Control"] == "no-store"
-    assert response.body is not None
-    body = json.loads(bytes(response.body))  # type: ignore[arg-type]
+    body = json.loads(response.body)
     assert body["request_id"] == "req-42" and body["rule_ids"] == ["sqli-test"]
     assert "union select" not in json.dumps(body)
     assert exchange.waf == "block:sqli-test" and not h.forwarded
@@ -147,9 +147,8 @@ async def test_block_answers_json_with_request_id_and_rule_ids_never_patterns() 
 async def test_block_answers_html_to_browsers() -> None:
     h = Harness()
     response, _ = await h.send("/?q=union+select+1", headers={"Accept": "text/html"})
-    assert isinstance(response, web.Response)
+    assert isinstance(response, RenderedResponse)
     assert response.status == 403 and response.content_type == "text/html"
-    assert response.text is not None
     assert "req-42" in response.text and "sqli-test" in response.text
 
 

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from openflare.handover import in_a_task
 from openflare.pipeline.inline import LeanRequest
-from openflare.pipeline.stored_response import StoredResponse
+from openflare.pipeline.stored_response import RenderedResponse, StoredResponse
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 Handler = Callable[["Exchange"], Awaitable[web.StreamResponse]]
 SERVER_NAME = "openflare"  # on responses the edge makes itself (never aiohttp's version)
+# answers whose head and body are written in one call (`StoredResponse.send_now`)
+ONE_WRITE = (StoredResponse, RenderedResponse)
 
 
 class Stage(Protocol):
@@ -206,17 +208,18 @@ class Exchange:
         """Send a complete (not yet prepared) response, body included."""
         if response.prepared:
             return
-        if type(response) is StoredResponse:  # an answer from the cache: one write
+        if type(response) in ONE_WRITE:  # from the cache, or the edge's own: one write
             self.finalize_headers(response)
             self.response = response
-            response.send_now(self.request)
+            cast(StoredResponse, response).send_now(self.request)
             protocol = self.request.protocol
             if protocol.writing_paused:  # the client reads slower than we write: wait for it
                 await self.request._payload_writer.drain()
         else:
             await self.start_response(response)
             await response.write_eof()
-        self.bytes_sent = response.content_length or 0  # body bytes, as for streamed ones
+        # body bytes, as for streamed ones (a HEAD answer's Content-Length is not sent)
+        self.bytes_sent = 0 if self.method == "HEAD" else response.content_length or 0
 
 
 class _Link:
@@ -247,10 +250,14 @@ async def answered(response: web.StreamResponse) -> web.StreamResponse:
     return response
 
 
-def plain_error(exchange: Exchange, status: int, message: str) -> web.Response:
+def plain_error(exchange: Exchange, status: int, message: str) -> RenderedResponse:
     """A short text error that carries the request id, for 4xx/5xx the edge produces itself."""
-    return web.Response(
-        status=status,
-        text=f"{status} {message}\nrequest_id: {exchange.request_id}\n",
-        headers={"Cache-Control": "no-store", "Server": SERVER_NAME},
+    return RenderedResponse(
+        status,
+        f"{status} {message}\nrequest_id: {exchange.request_id}\n".encode(),
+        {
+            "Content-Type": "text/plain; charset=utf-8",
+            "Cache-Control": "no-store",
+            "Server": SERVER_NAME,
+        },
     )

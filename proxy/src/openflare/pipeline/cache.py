@@ -292,7 +292,7 @@ class CacheStage:
         modified = http_date(entry.last_modified)
         return since is not None and modified is not None and modified <= since
 
-    def _gateway_timeout(self, exchange: Exchange) -> web.Response:
+    def _gateway_timeout(self, exchange: Exchange) -> web.StreamResponse:
         exchange.cache_status = "MISS"
         self._metrics.cache_operation("miss")
         return plain_error(exchange, 504, "Gateway Timeout (only-if-cached and not cached)")

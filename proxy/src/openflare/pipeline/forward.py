@@ -421,11 +421,11 @@ class UpstreamClient:
         self._metrics.upstream_error(pool.name, kind)
         return UpstreamFailure(pool.name, kind, status, message)
 
-    def failure_response(self, exchange: Exchange, failure: UpstreamFailure) -> web.Response:
+    def failure_response(self, exchange: Exchange, failure: UpstreamFailure) -> web.StreamResponse:
         exchange.error = f"upstream_{failure.kind}"
         return plain_error(exchange, failure.status, failure.message)
 
-    def refuse_body(self, exchange: Exchange, error: RequestBodyError) -> web.Response:
+    def refuse_body(self, exchange: Exchange, error: RequestBodyError) -> web.StreamResponse:
         self._metrics.reject("forward", error.reason)
         exchange.error = error.reason
         message = "Content Too Large" if error.status == 413 else "Request Timeout"

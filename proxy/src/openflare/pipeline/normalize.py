@@ -211,7 +211,7 @@ class NormalizeStage:
             accepted[target] = (exchange.path, query)
         return next(exchange)
 
-    def _refuse(self, exchange: Exchange, reason: str, status: int = 400) -> web.Response:
+    def _refuse(self, exchange: Exchange, reason: str, status: int = 400) -> web.StreamResponse:
         self._metrics.reject("normalize", reason)
         exchange.error = reason
         if exchange.trace is not None:  # a traced request (pipeline/explain.py): say why

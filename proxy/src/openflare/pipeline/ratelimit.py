@@ -28,6 +28,7 @@ import orjson
 from aiohttp import web
 
 from openflare.pipeline.base import Exchange, Handler, answered
+from openflare.pipeline.stored_response import RenderedResponse
 from openflare.ratelimit.bucket import (
     Decision,
     Limit,
@@ -275,7 +276,7 @@ class RateLimitStage:
 
     def _deny(
         self, exchange: Exchange, matched: list[CompiledRule], decision: Decision
-    ) -> web.Response:
+    ) -> web.StreamResponse:
         first: CompiledRule | None = None
         wait = 1
         for rule, allowed, backlog in zip(matched, decision.allowed, decision.backlog, strict=True):
@@ -338,12 +339,15 @@ def _add_headers(exchange: Exchange, matched: list[CompiledRule], decision: Deci
 
 def _json_error(
     exchange: Exchange, status: int, error: str, rule_id: str, retry: int
-) -> web.Response:
-    return web.Response(
-        status=status,
-        body=orjson.dumps({"error": error, "rule_id": rule_id, "request_id": exchange.request_id}),
-        content_type="application/json",
-        headers={"Retry-After": str(retry), "Cache-Control": "no-store"},
+) -> RenderedResponse:
+    return RenderedResponse(
+        status,
+        orjson.dumps({"error": error, "rule_id": rule_id, "request_id": exchange.request_id}),
+        {
+            "Content-Type": "application/json",
+            "Retry-After": str(retry),
+            "Cache-Control": "no-store",
+        },
     )
 
 

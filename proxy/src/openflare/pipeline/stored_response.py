@@ -30,6 +30,7 @@ bytes and refuses a closing transport) and `_eof` / `_eof_sent`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
@@ -169,3 +170,17 @@ class StoredResponse(web.StreamResponse):
             await super().write_eof()
         else:
             await super().write_eof(self._stored_body)
+
+
+class RenderedResponse(StoredResponse):
+    """An answer the edge makes itself (a refusal or an error: 403, 429, 413, 502 …): its body
+    known whole and its headers set as on any response, so it is written in one call as a HIT
+    is (`send_now`), and a refusal is answered inline too (pipeline/inline.py)."""
+
+    def __init__(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
+        super().__init__(status, None, b"", 0, body)
+        self._headers.update(headers)
+
+    @property
+    def text(self) -> str:
+        return self._stored_body.decode("utf-8")

@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 
 from openflare.pipeline.base import Exchange, Handler, plain_error
+from openflare.pipeline.stored_response import RenderedResponse
 from openflare.routing import Router
 from openflare.waf.engine import DETECTION_ACTIONS, RuleMatch, Verdict, evaluate
 from openflare.waf.targets import Inspection
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
 OVERSIZE_RULE = "waf-body-oversize"
 BLOCK_MESSAGE = "Request blocked by the web application firewall"
+HTML_HEADERS = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
+JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
 
 
 def wants_html(accept: str) -> bool:
@@ -42,9 +45,8 @@ def wants_html(accept: str) -> bool:
     return json_at < 0 or accept.find("text/html") < json_at
 
 
-def block_response(exchange: Exchange, status: int, rule_ids: list[str]) -> web.Response:
+def block_response(exchange: Exchange, status: int, rule_ids: list[str]) -> RenderedResponse:
     """The refusal: request id and rule ids, never a pattern or the matched value."""
-    headers = {"Cache-Control": "no-store"}
     if wants_html(exchange.request.headers.get("Accept", "")):
         ids = html.escape(", ".join(rule_ids))
         body = (
@@ -53,7 +55,7 @@ def block_response(exchange: Exchange, status: int, rule_ids: list[str]) -> web.
             f"<p>Request ID: <code>{html.escape(exchange.request_id)}</code><br>"
             f"Rules: <code>{ids}</code></p></body></html>\n"
         )
-        return web.Response(status=status, text=body, content_type="text/html", headers=headers)
+        return RenderedResponse(status, body.encode(), HTML_HEADERS)
     payload = {
         "error": "forbidden",
         "status": status,
@@ -61,12 +63,7 @@ def block_response(exchange: Exchange, status: int, rule_ids: list[str]) -> web.
         "request_id": exchange.request_id,
         "rule_ids": rule_ids,
     }
-    return web.Response(
-        status=status,
-        body=orjson.dumps(payload),
-        content_type="application/json",
-        headers=headers,
-    )
+    return RenderedResponse(status, orjson.dumps(payload), JSON_HEADERS)
 
 
 class WafStage:
