@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import bundle_factories
 import pytest
 from aiohttp import web
+from aiohttp.http_writer import StreamWriter
 from aiohttp.test_utils import TestServer, make_mocked_request
 from cache_factories import entry as cache_entry
 from opentelemetry import trace
@@ -93,8 +95,34 @@ def bundle_for(
     )
 
 
+class SinkTransport(asyncio.Transport):
+    """Keeps what is written: a relayed answer that arrived whole is written in one call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = bytearray()
+
+    def write(self, data: Any) -> None:
+        self.out += data
+
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self.out += chunk
+
+    def is_closing(self) -> bool:
+        return False
+
+
 def exchange_for(target: str, headers: dict[str, str] | None = None) -> Exchange:
-    request = make_mocked_request("GET", target, headers={"Host": "edge.test", **(headers or {})})
+    loop = asyncio.get_running_loop()
+    protocol = aiohttp.client_proto.ResponseHandler(loop)
+    protocol.transport = SinkTransport()
+    request = make_mocked_request(
+        "GET",
+        target,
+        headers={"Host": "edge.test", **(headers or {})},
+        writer=StreamWriter(protocol, loop),
+    )
     exchange = Exchange(request, 0.0, True)
     path, _, query = target.partition("?")
     exchange.path = path

@@ -332,3 +332,40 @@ def _source(function: object) -> str:
     import inspect
 
     return inspect.getsource(function)  # type: ignore[arg-type]
+
+
+async def test_a_relayed_answer_keeps_repeated_lines_and_the_origin_s_date_and_server() -> None:
+    """The forward stage writes a relayed body that arrived whole as a `RenderedResponse`: the
+    origin's header pairs as they came (two Set-Cookie lines stay two), its Date and Server."""
+    pairs = [
+        ("Content-Type", "text/plain"),
+        ("Set-Cookie", "a=1"),
+        ("Set-Cookie", "b=2"),
+        ("Date", "Sun, 29 Nov 2020 14:57:09 GMT"),
+        ("Server", "origin/1.0"),
+    ]
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        exchange = Exchange(request, 0.0, False)
+        exchange.request_id = "req-1"
+        response = RenderedResponse(201, b"made", pairs, "Made It")
+        await exchange.send(response)
+        return response
+
+    async with RawTestServer(handler) as raw:
+        head, body, closed = await exchange_bytes(
+            raw.port or 0, b"GET /x HTTP/1.1\r\nHost: edge.test\r\n\r\n", False
+        )
+    status_line, lines = lines_of(head)
+    assert status_line == b"HTTP/1.1 201 Made It" and body == b"made" and not closed
+    assert lines == Counter(
+        [
+            b"Content-Type: text/plain",
+            b"Set-Cookie: a=1",
+            b"Set-Cookie: b=2",
+            b"Date: Sun, 29 Nov 2020 14:57:09 GMT",
+            b"Server: origin/1.0",
+            b"Content-Length: 4",
+            b"X-Request-ID: req-1",
+        ]
+    )

@@ -26,6 +26,7 @@ from openflare.handover import in_a_task
 from openflare.observability.metrics import trace_exemplar
 from openflare.observability.tracing import tracing_for
 from openflare.pipeline.base import Exchange, plain_error
+from openflare.pipeline.stored_response import RenderedResponse
 from openflare.upstream.headers import (
     DROPPED_REQUEST_HEADERS,
     NEVER_FORWARDED,
@@ -311,27 +312,30 @@ class UpstreamClient:
         if has_body and not complete and content.is_eof() and content.exception() is None:
             prefix += content.read_nowait()  # the whole body already arrived (small responses)
             complete = True
-        # a body sent at once goes out with the headers in one write; a streamed one gets its
-        # headers first, before the origin's first body bytes
-        response = (_WholeResponse if complete or not has_body else web.StreamResponse)(
-            status=upstream.status,
-            reason=upstream.reason,
-            headers=client_response_headers(upstream.headers),
-        )
-        length = upstream.content_length
-        if length is not None:
-            if has_body:
-                response.content_length = length
-            else:
-                response.headers["Content-Length"] = str(length)
+        # a body that arrived whole goes out with the headers in one transport write, as a HIT
+        # does; a streamed one gets its headers first, before the origin's first body bytes
+        headers = client_response_headers(upstream.headers)
+        response: web.StreamResponse
+        if has_body and complete:
+            response = RenderedResponse(upstream.status, prefix, headers, upstream.reason)
+        else:
+            response = (web.StreamResponse if has_body else _HeadOnlyResponse)(
+                status=upstream.status, reason=upstream.reason, headers=headers
+            )
+            length = upstream.content_length
+            if length is not None:
+                if has_body:
+                    response.content_length = length
+                else:
+                    response.headers["Content-Length"] = str(length)
         try:
-            await exchange.start_response(response)
-            if not has_body:
+            if has_body and complete:
+                await exchange.send(response)  # counts exchange.bytes_sent
+            elif not has_body:
+                await exchange.start_response(response)
                 await response.write_eof()
-            elif complete:
-                await response.write_eof(prefix)
-                exchange.bytes_sent += len(prefix)
             else:
+                await exchange.start_response(response)
                 if prefix:
                     await response.write(prefix)
                     exchange.bytes_sent += len(prefix)
@@ -434,9 +438,9 @@ class UpstreamClient:
         return response
 
 
-class _WholeResponse(web.StreamResponse):
-    """A relayed response whose body is sent in one go: its headers wait for it, as those of a
-    `web.Response` do (one write, one packet to the client, instead of two)."""
+class _HeadOnlyResponse(web.StreamResponse):
+    """A relayed answer without a body (HEAD, 204, 304): its head goes out in one write at
+    `write_eof`, as a `web.Response`'s does."""
 
     _send_headers_immediately = False
 

@@ -30,7 +30,7 @@ bytes and refuses a closing transport) and `_eof` / `_eof_sent`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
@@ -130,7 +130,7 @@ class StoredResponse(web.StreamResponse):
             keep_alive = self._keep_alive = request.keep_alive
         headers = self._headers
         block = self._block
-        if len(headers) > 3:  # more than Age, Cache-Status, X-Request-ID: look at the names
+        if block and len(headers) > 3:  # more than Age, Cache-Status, X-Request-ID: the names
             replaced = [
                 name
                 for name in headers
@@ -173,13 +173,20 @@ class StoredResponse(web.StreamResponse):
 
 
 class RenderedResponse(StoredResponse):
-    """An answer the edge makes itself (a refusal or an error: 403, 429, 413, 502 …): its body
-    known whole and its headers set as on any response, so it is written in one call as a HIT
-    is (`send_now`), and a refusal is answered inline too (pipeline/inline.py)."""
+    """An answer whose body is known whole and whose headers are set as on any response: a
+    refusal or an error the edge makes itself (403, 429, 413, 502 …), or a relayed answer whose
+    body arrived with its headers. It is written in one call as a HIT is (`send_now`), so a
+    refusal is answered inline too (pipeline/inline.py)."""
 
-    def __init__(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
-        super().__init__(status, None, b"", 0, body)
-        self._headers.update(headers)
+    def __init__(
+        self,
+        status: int,
+        body: bytes,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(status, reason, b"", 0, body)
+        self._headers.extend(headers)
 
     @property
     def text(self) -> str:
