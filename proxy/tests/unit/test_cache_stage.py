@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.http_writer import StreamWriter
 from aiohttp.test_utils import TestServer, make_mocked_request
 from cache_factories import entry as cache_entry
+from fake_transports import CollectingTransport
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -95,28 +96,10 @@ def bundle_for(
     )
 
 
-class SinkTransport(asyncio.Transport):
-    """Keeps what is written: a relayed answer that arrived whole is written in one call."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.out = bytearray()
-
-    def write(self, data: Any) -> None:
-        self.out += data
-
-    def writelines(self, chunks: Any) -> None:
-        for chunk in chunks:
-            self.out += chunk
-
-    def is_closing(self) -> bool:
-        return False
-
-
 def exchange_for(target: str, headers: dict[str, str] | None = None) -> Exchange:
     loop = asyncio.get_running_loop()
     protocol = aiohttp.client_proto.ResponseHandler(loop)
-    protocol.transport = SinkTransport()
+    protocol.transport = CollectingTransport()
     request = make_mocked_request(
         "GET",
         target,

@@ -22,6 +22,7 @@ import pytest
 import test_cache_peek
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
+from fake_transports import CollectingTransport
 
 from openflare import app as app_module
 from openflare.app import INLINE_RETRY_AFTER, EdgeRequestHandler, EdgeServer, create_public_server
@@ -435,43 +436,6 @@ async def test_refusals_are_answered_inline_and_parser_errors_by_aiohttp(edge: E
     assert [line["status"] for line in lines] == [200, 400, 200, 431]
 
 
-class CountingTransport(asyncio.Transport):
-    """A transport that keeps what is written (for driving the protocol by hand)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.out = bytearray()
-        self.closing = False
-
-    def write(self, data: Any) -> None:
-        self.out += data
-
-    def writelines(self, chunks: Any) -> None:
-        for chunk in chunks:
-            self.out += chunk
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-
 async def wait_until(condition: Callable[[], bool]) -> None:
     for _ in range(1000):
         if condition():
@@ -485,7 +449,7 @@ async def test_a_client_that_does_not_read_is_served_by_aiohttp(edge: Edge) -> N
     aiohttp (which pauses reading past 32) and wait for the client like any other."""
     await prime(edge, "/static/a.bin")
     protocol = cast(EdgeRequestHandler, edge.server())
-    transport = CountingTransport()
+    transport = CollectingTransport()
     protocol.connection_made(transport)
     await asyncio.sleep(0)  # start() parks on its waiter
     protocol.data_received(get("/static/a.bin"))
@@ -505,7 +469,7 @@ async def test_a_client_that_does_not_read_is_served_by_aiohttp(edge: Edge) -> N
 
 async def test_a_handover_the_connection_never_reached_is_cancelled(edge: Edge) -> None:
     protocol = cast(EdgeRequestHandler, edge.server())
-    transport = CountingTransport()
+    transport = CollectingTransport()
     protocol.connection_made(transport)
     await asyncio.sleep(0)
     protocol.data_received(get("/slow/x"))  # a MISS: stops at the origin fetch
