@@ -337,13 +337,14 @@ class EdgeRequestHandler(RequestHandler):
         resumed = self._resumed
         if resumed is not None:  # it started inline: was it worth trying?
             self._resumed = None
-            skips = self._edge.inline_skips if self._edge is not None else {}
-            if resumed.cache_status() in NOT_STORED:
-                if len(skips) >= INLINE_SKIP_TARGETS:
-                    skips.clear()
-                skips[request._message.path] = INLINE_RETRY_AFTER
-            else:
-                skips.pop(request._message.path, None)
+            if self._edge is not None:
+                skips = self._edge.inline_skips
+                if resumed.cache_status() in NOT_STORED:
+                    if len(skips) >= INLINE_SKIP_TARGETS:
+                        skips.clear()
+                    skips[request._message.path] = INLINE_RETRY_AFTER
+                else:
+                    skips.pop(request._message.path, None)
         if not reset and response.keep_alive:
             self._answering = False
         return response, reset

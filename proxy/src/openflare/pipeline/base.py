@@ -30,8 +30,12 @@ if TYPE_CHECKING:
 
 Handler = Callable[["Exchange"], Awaitable[web.StreamResponse]]
 SERVER_NAME = "openflare"  # on responses the edge makes itself (never aiohttp's version)
-# answers whose head and body are written in one call (`StoredResponse.send_now`)
-ONE_WRITE = (StoredResponse, RenderedResponse)
+# the headers of a `plain_error` answer
+PLAIN_ERROR_HEADERS = {
+    "Content-Type": "text/plain; charset=utf-8",
+    "Cache-Control": "no-store",
+    "Server": SERVER_NAME,
+}
 
 
 class Stage(Protocol):
@@ -208,10 +212,10 @@ class Exchange:
         """Send a complete (not yet prepared) response, body included."""
         if response.prepared:
             return
-        if type(response) in ONE_WRITE:  # from the cache, or the edge's own: one write
+        if isinstance(response, StoredResponse):  # from the cache, or the edge's own: one write
             self.finalize_headers(response)
             self.response = response
-            cast(StoredResponse, response).send_now(self.request)
+            response.send_now(self.request)
             protocol = self.request.protocol
             if protocol.writing_paused:  # the client reads slower than we write: wait for it
                 await self.request._payload_writer.drain()
@@ -255,9 +259,5 @@ def plain_error(exchange: Exchange, status: int, message: str) -> RenderedRespon
     return RenderedResponse(
         status,
         f"{status} {message}\nrequest_id: {exchange.request_id}\n".encode(),
-        {
-            "Content-Type": "text/plain; charset=utf-8",
-            "Cache-Control": "no-store",
-            "Server": SERVER_NAME,
-        },
+        PLAIN_ERROR_HEADERS,
     )

@@ -315,8 +315,9 @@ class UpstreamClient:
         # a body that arrived whole goes out with the headers in one transport write, as a HIT
         # does; a streamed one gets its headers first, before the origin's first body bytes
         headers = client_response_headers(upstream.headers)
+        whole = has_body and complete
         response: web.StreamResponse
-        if has_body and complete:
+        if whole:
             response = RenderedResponse(upstream.status, prefix, headers, upstream.reason)
         else:
             response = (web.StreamResponse if has_body else _HeadOnlyResponse)(
@@ -329,7 +330,7 @@ class UpstreamClient:
                 else:
                     response.headers["Content-Length"] = str(length)
         try:
-            if has_body and complete:
+            if whole:
                 await exchange.send(response)  # counts exchange.bytes_sent
             elif not has_body:
                 await exchange.start_response(response)
