@@ -12,6 +12,7 @@ import socket
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, NoScriptError, RedisError, ResponseError
 
 from openflare.observability.logging import LogWriter
@@ -20,6 +21,7 @@ from openflare.ratelimit.bucket import Limit
 from openflare.ratelimit.redis import (
     SCRIPT,
     SCRIPT_SHA,
+    LeanScripts,
     RedisBackend,
     connect,
     parse_reply,
@@ -208,9 +210,21 @@ async def test_error_lines_once_per_interval() -> None:
     assert len(events) == 2 and events[1]["suppressed"] == 19
 
 
+def test_plain_urls_get_the_lean_client_and_the_rest_redis_py() -> None:
+    for url in ("redis://127.0.0.1:6390/1", "redis://:pw@cache.test/0", "unix:///run/r.sock"):
+        client, pool = connect(RedisBackendConfig(url=url, max_connections=3))
+        assert isinstance(client, LeanScripts) and pool is None
+        assert client._max_connections == 3 and client._wait_for_room
+    for url in ("rediss://cache.test:6380/0", "redis://cache.test/0?socket_keepalive=true"):
+        client, pool = connect(RedisBackendConfig(url=url))
+        assert isinstance(client, Redis) and pool is not None
+
+
 def test_connect_sets_no_per_command_timeout() -> None:
-    config = RedisBackendConfig(url="redis://127.0.0.1:6390/1", timeout_ms=80)
+    # an option the lean client lacks: redis-py's blocking pool
+    config = RedisBackendConfig(url="redis://127.0.0.1:6390/1?socket_keepalive=true", timeout_ms=80)
     _, pool = connect(config)
+    assert pool is not None
     kwargs = pool.connection_kwargs
     assert kwargs["socket_timeout"] is None  # decide's asyncio.timeout bounds the call
     assert kwargs["socket_connect_timeout"] == config.connect_timeout_ms / 1000

@@ -1,4 +1,5 @@
-"""The Redis store's read path (`cache/storage/redis_reads.py`) against a real redis-server:
+"""The Redis store's read path (`cache/storage/redis_reads.py`, on the lean client of
+`openflare/resp.py`) against a real redis-server:
 replies whole and in pieces, misses, errors, credentials and databases, connections Redis
 closed, concurrent calls, and calls abandoned mid-reply (the fixtures of test_cache_peek.py)."""
 
@@ -13,14 +14,8 @@ import test_cache_peek
 import test_cache_store_lookup
 from redis.exceptions import ResponseError
 
-from openflare.cache.storage.redis_reads import (
-    IncompleteReply,
-    LeanReads,
-    RedisPyReads,
-    encode_command,
-    parse_reply,
-    reads_for,
-)
+from openflare.cache.storage.redis_reads import LeanReads, RedisPyReads, reads_for
+from openflare.resp import IncompleteReply, encode_command, parse_reply
 
 redis_port = test_cache_peek.redis_port  # a real redis-server
 silent_port = test_cache_store_lookup.silent_port  # a hung one

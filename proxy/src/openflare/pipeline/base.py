@@ -216,14 +216,15 @@ class Exchange:
             self.finalize_headers(response)
             self.response = response
             response.send_now(self.request)
+            self.bytes_sent = response.body_bytes_sent
             protocol = self.request.protocol
             if protocol.writing_paused:  # the client reads slower than we write: wait for it
                 await self.request._payload_writer.drain()
         else:
             await self.start_response(response)
             await response.write_eof()
-        # body bytes, as for streamed ones (a HEAD answer's Content-Length is not sent)
-        self.bytes_sent = 0 if self.method == "HEAD" else response.content_length or 0
+            # body bytes, as for streamed ones (a HEAD answer's Content-Length is not sent)
+            self.bytes_sent = 0 if self.method == "HEAD" else response.content_length or 0
 
 
 class _Link:

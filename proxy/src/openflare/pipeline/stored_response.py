@@ -83,6 +83,11 @@ class StoredResponse(web.StreamResponse):
         return self._stored_body
 
     @property
+    def body_bytes_sent(self) -> int:
+        """The body bytes `send_now` writes: none for HEAD, 1xx, 204 and 304."""
+        return 0 if self._must_be_empty_body else len(self._stored_body)
+
+    @property
     def holds_server(self) -> bool:
         return bool(self._defaults & HAS_SERVER)
 

@@ -114,8 +114,9 @@ class WafStage:
         request = exchange.request
         body: bytes | None = None
         truncated = False
-        declared = request.content_length
-        if request.body_exists and ruleset.needs_body:
+        has_body = request.body_exists
+        declared = request.content_length if has_body else None  # (parsed only when needed)
+        if has_body and ruleset.needs_body:
             limit = self._inspect_limit
             if limit > 0:
                 try:
@@ -165,7 +166,7 @@ class WafStage:
             else:
                 ids = [m.rule.id for m in verdict.matches if m.action == "block"]
                 response = block_response(exchange, verdict.status, ids)
-            if request.body_exists:
+            if has_body:
                 response.force_close()  # the unread rest of the body is not worth reading
             return response
         if verdict.bypass_cache:

@@ -11,9 +11,14 @@ Failures (refused or timed-out connections, script errors) never raise into the 
 error line is logged at most once per `error_log_interval_s` (with how many were suppressed).
 After a failure, requests skip Redis for `retry_interval_ms` (no request waits on a dead
 server), then one request probes it; when it answers, a recovery line is logged and every
-request uses Redis again. redis-py reconnects by itself; its own retries are off and one
-`asyncio.timeout` bounds each call (no per-command socket timeout), so a decision waits at most
-`connect_timeout_ms + timeout_ms`.
+request uses Redis again. One `asyncio.timeout` bounds each call (no per-command socket
+timeout, no hidden retries), so a decision waits at most `connect_timeout_ms + timeout_ms`.
+
+The script goes over the lean RESP client (`openflare/resp.py`, `LeanScripts`) for plain
+`redis://` and `unix://` URLs: redis-py's Python cost more than the rest of a request's rate
+limiting (docs/12-performance.md). At `max_connections` a call waits for a connection to come
+back, as redis-py's blocking pool did, within the same timeout. A `rediss://` (TLS) URL or one
+with other connection options keeps redis-py.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from openflare.ratelimit.bucket import EPSILON, Decision, Limit
+from openflare.resp import RespPool, encode_command, lean_options
 
 if TYPE_CHECKING:
     from openflare.observability.logging import LogWriter
@@ -119,7 +125,29 @@ def redacted(url: str) -> str:
     return f"{base}?{query}"
 
 
-def connect(config: RedisBackendConfig) -> tuple[ScriptClient, BlockingConnectionPool]:
+class LeanScripts(RespPool):
+    """`EVALSHA` / `EVAL` on the lean client's pool (a full pool waits for a connection)."""
+
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: str) -> Any:
+        try:
+            return await self.call(encode_command("EVALSHA", sha, str(numkeys), *keys_and_args))
+        except ResponseError as error:
+            if str(error).startswith("NOSCRIPT"):  # as redis-py maps it
+                raise NoScriptError(str(error)) from None
+            raise
+
+    async def eval(self, script: str, numkeys: int, *keys_and_args: str) -> Any:
+        return await self.call(encode_command("EVAL", script, str(numkeys), *keys_and_args))
+
+
+def connect(config: RedisBackendConfig) -> tuple[ScriptClient, BlockingConnectionPool | None]:
+    """The script client for `config.url`: `LeanScripts` for a plain URL (no redis-py pool to
+    disconnect: None), else redis-py on a blocking pool."""
+    address = lean_options(config.url)
+    if address is not None:
+        return LeanScripts(
+            max_connections=config.max_connections, wait_for_room=True, **address
+        ), None
     timeout = config.timeout_ms / 1000
     pool = BlockingConnectionPool.from_url(
         config.url,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Sequence
+from itertools import chain
 
 from openflare.waf.bodies import (
     FILENAME,
@@ -252,7 +253,7 @@ class Inspection:
 
     def _read_headers(self) -> list[tuple[str, str]]:
         headers: Sequence[tuple[str, str]] = self._sent_headers
-        if not all(name.isascii() and value.isascii() for name, value in headers):
+        if not all(map(str.isascii, chain.from_iterable(headers))):  # (no frame per header)
             headers = [(_text(name), _text(value)) for name, value in headers]
         self._headers = headers
         lower = self._lower_headers = [(name.lower(), value) for name, value in headers]
@@ -359,13 +360,7 @@ class Inspection:
         cached = self._cache.get(target)
         if cached is not None:
             return [value for _, _, value in cached]
-        if not self.body:
-            if target in BODY_TARGETS:
-                return []
-            fast = _STRINGS_WITHOUT_BODY.get(target)
-            if fast is not None:
-                return fast(self)
-        fast = _STRINGS.get(target)
+        fast = (_STRINGS if self.body else _STRINGS_WITHOUT_BODY).get(target)
         if fast is not None:
             return fast(self)
         if target.startswith("header:"):
@@ -494,7 +489,16 @@ _STRINGS: dict[str, Callable[[Inspection], list[str]]] = {
     "cookies": lambda r: [v for _, v in r.cookie_pairs],
     "cookie_names": lambda r: [n for n, _ in r.cookie_pairs],
 }
+
+
+def _no_values(r: Inspection) -> list[str]:
+    return []
+
+
+# Without a body: the same, plus no values at all for the body's targets (one lookup answers)
 _STRINGS_WITHOUT_BODY: dict[str, Callable[[Inspection], list[str]]] = {
+    **dict.fromkeys(BODY_TARGETS, _no_values),
+    **_STRINGS,
     "args": _STRINGS["query_args"],
     "args_names": _STRINGS["query_names"],
 }
