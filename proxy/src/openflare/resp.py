@@ -24,11 +24,12 @@ timeout bounds the wait).
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import Any, cast
 
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection, parse_url
 from redis.exceptions import ResponseError
+
+from openflare.waiting_line import WaitingLine
 
 Reply = bytes | int | None | list[Any] | ResponseError
 URL_OPTIONS = frozenset({"host", "port", "db", "username", "password", "path", "connection_class"})
@@ -200,7 +201,7 @@ class RespPool:
         if db:
             self._handshake.append(encode_command("SELECT", str(db)))
         self._idle: list[RespConnection] = []
-        self._waiters: deque[asyncio.Future[None]] = deque()  # calls waiting for room
+        self._waiters = WaitingLine()  # calls waiting for a connection (wait_for_room)
 
     @property
     def open_connections(self) -> int:
@@ -225,7 +226,7 @@ class RespPool:
             else:
                 self._drop(connection)  # its reply may still come: never reused
             if self._waiters:
-                self._wake_one()
+                self._waiters.wake_one()
 
     async def _acquire(self) -> RespConnection:
         while True:
@@ -239,27 +240,7 @@ class RespPool:
                 return await self._connect()
             if not self._wait_for_room:
                 raise ConnectionError(f"too many Redis connections ({self._max_connections})")
-            await self._wait_for_a_connection()
-
-    async def _wait_for_a_connection(self) -> None:
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():
-                self._wake_one()  # woken but leaving (a timeout): the room goes to the next
-            else:
-                waiter.cancel()
-            raise
-
-    def _wake_one(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+            await self._waiters.wait()  # the caller's timeout bounds the wait
 
     async def _connect(self) -> RespConnection:
         self._open += 1
@@ -272,7 +253,7 @@ class RespPool:
         except BaseException:
             self._open -= 1
             if self._waiters:
-                self._wake_one()
+                self._waiters.wake_one()
             raise
         try:
             for command in self._handshake:
@@ -280,7 +261,7 @@ class RespPool:
         except BaseException:
             self._drop(connection)
             if self._waiters:
-                self._wake_one()
+                self._waiters.wake_one()
             raise
         return connection
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -30,6 +29,8 @@ from aiohttp.client_exceptions import ConnectionTimeoutError
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.streams import StreamReader
 from multidict import CIMultiDictProxy
+
+from openflare.waiting_line import WaitingLine
 
 # the session's defaults (upstream/pool.py): same limits, same buffer
 READ_BUFSIZE = 2**16
@@ -238,7 +239,7 @@ class Http1Pool:
         self._in_use: set[Connection] = set()
         self._taken = 0  # in use or being opened
         self._taken_by_host: dict[tuple[str, int], int] = {}
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters = WaitingLine()  # requests waiting for a free connection slot
         self._sweep: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -368,7 +369,7 @@ class Http1Pool:
         self._taken -= 1
         self._taken_by_host[key] -= 1
         if self._waiters:
-            self._wake_one()
+            self._waiters.wake_one()
 
     def _has_room(self, key: tuple[str, int]) -> bool:
         """Slots are taken by connections in use and by those being opened."""
@@ -379,25 +380,8 @@ class Http1Pool:
         )
 
     async def _wait_for_room(self, deadline: float) -> None:
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            async with asyncio.timeout_at(deadline):
-                await waiter
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():
-                self._wake_one()  # woken but leaving: the room goes to the next in line
-            else:
-                waiter.cancel()
-            raise
-
-    def _wake_one(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+        async with asyncio.timeout_at(deadline):
+            await self._waiters.wait()
 
     async def _connect(self, origin: Origin, deadline: float) -> Connection:
         loop = asyncio.get_running_loop()
@@ -447,10 +431,7 @@ class Http1Pool:
         self._idle.clear()
         for protocol in list(self._in_use):
             protocol.close()
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_exception(ServerDisconnectedError("upstream pool closed"))
-        self._waiters.clear()
+        self._waiters.fail_all(ServerDisconnectedError("upstream pool closed"))
 
 
 def _header_timeout(protocol: Connection) -> None:
