@@ -207,10 +207,6 @@ class RespPool:
     def open_connections(self) -> int:
         return self._open
 
-    @property
-    def idle_connections(self) -> list[RespConnection]:
-        return self._idle
-
     async def call(self, command: bytes) -> Reply:
         """Send `command` (`encode_command`) and return its reply; an error reply raises
         `ResponseError`, a broken connection or a full pool `ConnectionError`."""
