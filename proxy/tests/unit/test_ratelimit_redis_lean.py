@@ -50,7 +50,7 @@ async def test_the_script_loads_once_then_runs_by_sha_and_decides(redis_port: in
 
 
 async def test_error_replies_map_as_redis_py_maps_them(redis_port: int) -> None:
-    client = LeanScripts(port=redis_port, max_connections=2, wait_for_room=True)
+    client = LeanScripts(port=redis_port, max_connections=2)
     try:
         with pytest.raises(NoScriptError):
             await client.evalsha("0" * 40, 0)
@@ -89,7 +89,7 @@ class LateServer:
 
 async def test_a_full_pool_queues_calls_in_order_on_its_connections() -> None:
     late = LateServer(0.01)
-    client = LeanScripts(port=await late.start(), max_connections=2, wait_for_room=True)
+    client = LeanScripts(port=await late.start(), max_connections=2)
     try:
         replies = await asyncio.gather(*(client.eval("return 1", 0) for _ in range(10)))
         assert replies == [1] * 10  # none refused: each waited for a connection
@@ -102,7 +102,7 @@ async def test_a_full_pool_queues_calls_in_order_on_its_connections() -> None:
 
 async def test_a_call_that_gives_up_waiting_passes_its_turn_on() -> None:
     late = LateServer(0.2)
-    client = LeanScripts(port=await late.start(), max_connections=1, wait_for_room=True)
+    client = LeanScripts(port=await late.start(), max_connections=1)
 
     async def impatient() -> None:
         async with asyncio.timeout(0.05):

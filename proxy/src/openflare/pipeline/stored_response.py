@@ -192,7 +192,3 @@ class RenderedResponse(StoredResponse):
     ) -> None:
         super().__init__(status, reason, b"", 0, body)
         self._headers.extend(headers)
-
-    @property
-    def text(self) -> str:
-        return self._stored_body.decode("utf-8")

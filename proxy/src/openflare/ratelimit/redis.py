@@ -128,6 +128,9 @@ def redacted(url: str) -> str:
 class LeanScripts(RespPool):
     """`EVALSHA` / `EVAL` on the lean client's pool (a full pool waits for a connection)."""
 
+    def __init__(self, *, max_connections: int, **address: Any) -> None:
+        super().__init__(max_connections=max_connections, wait_for_room=True, **address)
+
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: str) -> Any:
         try:
             return await self.call(encode_command("EVALSHA", sha, str(numkeys), *keys_and_args))
@@ -145,9 +148,7 @@ def connect(config: RedisBackendConfig) -> tuple[ScriptClient, BlockingConnectio
     disconnect: None), else redis-py on a blocking pool."""
     address = lean_options(config.url)
     if address is not None:
-        return LeanScripts(
-            max_connections=config.max_connections, wait_for_room=True, **address
-        ), None
+        return LeanScripts(max_connections=config.max_connections, **address), None
     timeout = config.timeout_ms / 1000
     pool = BlockingConnectionPool.from_url(
         config.url,
