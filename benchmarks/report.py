@@ -17,12 +17,14 @@ DOC_END = "<!-- bench:end -->"
 FAMILY_COLORS = {
     "peer": "#6a9f58",
     "ceiling": "#4e79a7",
+    "proxy": "#76b7b2",
     "of": "#f28e2b",
     "of-redis": "#edc948",
 }
 FAMILY_LABELS = {
     "peer": "nginx (peer)",
     "ceiling": "aiohttp ceiling",
+    "proxy": "minimal aiohttp proxy",
     "of": "OpenFlare",
     "of-redis": "OpenFlare, cache / limits in Redis",
 }
@@ -33,6 +35,8 @@ def _family(server: str) -> str:
         return "peer"
     if server == "ceiling":
         return server
+    if server.startswith("proxy-"):
+        return "proxy"
     return "of-redis" if server.endswith("redis") else "of"
 
 
@@ -219,7 +223,7 @@ def chart(data: dict[str, Any], path: Path) -> None:
 
     summary = data["summary"]
     ratios = data["ratios"]
-    fig, axes = plt.subplots(2, 2, figsize=(16, 11))
+    fig, axes = plt.subplots(2, 2, figsize=(20, 12))
     ax_rps, ax_cpu, ax_lat, ax_ratio = axes[0][0], axes[0][1], axes[1][0], axes[1][1]
     rows = summary[::-1]
     labels = [row["label"] for row in rows]
@@ -310,7 +314,9 @@ def chart(data: dict[str, Any], path: Path) -> None:
         ax_ratio.set_yticks(ry, rlabels, fontsize=8)
         ax_ratio.set_xlabel("ratio of req/s, median of per-round ratios (tick: target)")
         ax_ratio.set_title("OpenFlare against the peer and the Python ceiling")
-        ax_ratio.margins(x=0.3)
+        # room on the right for the longest annotation ("2.72 (target ≥ 0.75)")
+        widest = max([*values, *(t for t in targets if t is not None), *(c for c, _ in shown)])
+        ax_ratio.set_xlim(0, max(widest, 1.0) * 1.45)
     s = data["settings"]
     other = _other_load(data)
     fig.suptitle(

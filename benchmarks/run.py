@@ -57,6 +57,7 @@ from benchmarks.common import (
 from benchmarks.loadgen import run_wrk, save_output
 from benchmarks.memory import memory_check
 from benchmarks.servers import (
+    Ceiling,
     OpenFlare,
     OpenFlareLaunch,
     RedisServer,
@@ -77,7 +78,9 @@ CLIENT_BOUND_NOTE = "load generator saturated (wrk + origin ≥ 90 % of their co
 class Scenario:
     key: str
     label: str
-    server: str  # peer-cache | peer-pass | ceiling | of | of-full | of-redis | of-full-redis
+    # peer-cache | peer-pass | ceiling | proxy-session | proxy-lean | of | of-full | of-redis |
+    # of-full-redis
+    server: str
     path: str
     size: str  # 1k | 64k
     origin: str  # none: must never reach the origin; all: every request must
@@ -148,6 +151,22 @@ SCENARIOS: tuple[Scenario, ...] = (
         "all",
     ),
     Scenario(
+        "proxy-session-pass-1k",
+        "minimal aiohttp proxy (ClientSession), 1 KB",
+        "proxy-session",
+        "/nostore/1k.bin",
+        "1k",
+        "all",
+    ),
+    Scenario(
+        "proxy-lean-pass-1k",
+        "minimal aiohttp proxy (lean client), 1 KB",
+        "proxy-lean",
+        "/nostore/1k.bin",
+        "1k",
+        "all",
+    ),
+    Scenario(
         "nginx-hit-64k", "nginx cache HIT, 64 KB", "peer-cache", "/64k.bin", "64k", "none", "nginx"
     ),
     Scenario("ceiling-64k", "aiohttp ceiling, 64 KB", "ceiling", "/64k.bin", "64k", "none"),
@@ -178,6 +197,24 @@ RATIOS: tuple[tuple[str, str, str, float | None], ...] = (
         None,
     ),
     ("OpenFlare pass-through / ceiling, 1 KB", "of-pass-1k", "ceiling-1k", 0.45),
+    (
+        "minimal proxy, lean client / ceiling, 1 KB (no pipeline)",
+        "proxy-lean-pass-1k",
+        "ceiling-1k",
+        None,
+    ),
+    (
+        "minimal proxy, ClientSession / ceiling, 1 KB (no pipeline)",
+        "proxy-session-pass-1k",
+        "ceiling-1k",
+        None,
+    ),
+    (
+        "OpenFlare pass-through / minimal proxy, lean client, 1 KB",
+        "of-pass-1k",
+        "proxy-lean-pass-1k",
+        None,
+    ),
     ("OpenFlare HIT / nginx HIT, 64 KB", "of-hit-64k", "nginx-hit-64k", 0.75),
     ("OpenFlare HIT / nginx HIT, 1 KB", "of-hit-1k", "nginx-hit-1k", None),
     ("OpenFlare HIT + WAF + RL / nginx HIT, 1 KB", "of-full-hit-1k", "nginx-hit-1k", None),
@@ -192,6 +229,12 @@ RATIOS: tuple[tuple[str, str, str, float | None], ...] = (
         "of-full-hit-1k",
         None,
     ),
+)
+# the Python references (benchmarks/ceiling.py): (name, a proxy to the origin, its client)
+REFERENCE_SERVERS = (
+    ("ceiling", False, ""),
+    ("proxy-session", True, "session"),
+    ("proxy-lean", True, "lean"),
 )
 # OpenFlare processes: (name, WAF and rate limiting on, cache and limits in Redis)
 OPENFLARE_SERVERS = (
@@ -319,13 +362,22 @@ class Bench:
         wanted = {s.server for s in self.scenarios}
         self.origin = start_origin(workdir, pinning, wait=False)
         self.processes.append(self.origin.process)
-        peer = ceiling = None
+        peer = None
         if wanted & {"peer-cache", "peer-pass"}:
             peer = start_peer(workdir, pinning, self.origin.port, wait=False)
             self.processes.append(peer.process)
-        if "ceiling" in wanted:
-            ceiling = start_ceiling(workdir, pinning, wait=False)
-            self.processes.append(ceiling.process)
+        references: dict[str, Ceiling] = {}  # the ceiling and the minimal proxies
+        for name, origin_port, client in REFERENCE_SERVERS:
+            if name in wanted:
+                references[name] = start_ceiling(
+                    workdir,
+                    pinning,
+                    wait=False,
+                    name=name,
+                    origin_port=self.origin.port if origin_port else None,
+                    client=client,
+                )
+                self.processes.append(references[name].process)
         if any(s.redis_per_request for s in self.scenarios):
             self.redis = start_redis(workdir, pinning)
             log(f"redis-server on port {self.redis.port}")
@@ -350,12 +402,12 @@ class Bench:
                 self.cpu_of[key] = peer.process
                 self.logs_of[key] = [peer.access_log]
             log(f"nginx peer: cache port {peer.cache_port}, pass port {peer.pass_port}")
-        if ceiling is not None:
-            ceiling.process.wait_port(ceiling.port)
-            self.ports["ceiling"] = ceiling.port
-            self.cpu_of["ceiling"] = ceiling.process
-            self.logs_of["ceiling"] = []
-            log(f"aiohttp ceiling on port {ceiling.port}")
+        for name, reference in references.items():
+            reference.process.wait_port(reference.port)
+            self.ports[name] = reference.port
+            self.cpu_of[name] = reference.process
+            self.logs_of[name] = []
+            log(f"{name} on port {reference.port}")
         for launch in launches:
             try:
                 instance = launch.wait_ready()

@@ -132,20 +132,26 @@ def start_peer(workdir: Path, pinning: Pinning, origin_port: int, wait: bool = T
     return Peer(process, cache_port, pass_port, workdir / "peer.access.log")
 
 
-def start_ceiling(workdir: Path, pinning: Pinning, wait: bool = True) -> Ceiling:
+def start_ceiling(
+    workdir: Path,
+    pinning: Pinning,
+    wait: bool = True,
+    *,
+    name: str = "ceiling",
+    origin_port: int | None = None,
+    client: str = "lean",
+) -> Ceiling:
+    """The aiohttp ceiling; with `origin_port`, the minimal aiohttp proxy to that origin with
+    `client` (benchmarks/ceiling.py)."""
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "benchmarks.ceiling",
-        "--port",
-        str(port),
-        "--root",
-        str(workdir / "www"),
-    ]
+    argv = [sys.executable, "-m", "benchmarks.ceiling", "--port", str(port)]
+    if origin_port is None:
+        argv += ["--root", str(workdir / "www")]
+    else:
+        argv += ["--upstream", f"http://127.0.0.1:{origin_port}", "--client", client]
     env = proxy_env()
     env["PYTHONPATH"] = str(BENCH_DIR.parent)
-    process = Managed("ceiling", pinning.wrap(argv, "server"), workdir, env)
+    process = Managed(name, pinning.wrap(argv, "server"), workdir, env)
     process.start()
     if wait:
         process.wait_port(port)
