@@ -16,6 +16,8 @@ help:
 	@echo "make run         origin + proxy on 127.0.0.1 (8000, 8080, admin 8081), foreground"
 	@echo "make test        install everything, then lint, type check, unit and E2E tests"
 	@echo "make lint | typecheck | unit | e2e | smoke | check-config | clean"
+	@echo "make bench       nginx vs the Python ceiling vs OpenFlare (docs/12-performance.md)"
+	@echo "make soak | fuzz | test-packaging | images | up | kind-e2e: see README.md"
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -29,8 +31,8 @@ run: setup
 test: setup apt-deps lint typecheck unit e2e $(TEST_EXTRA)
 
 lint: setup
-	$(VENV)/bin/ruff check proxy testsite e2e
-	$(VENV)/bin/ruff format --check proxy testsite e2e
+	$(VENV)/bin/ruff check proxy testsite e2e benchmarks scripts
+	$(VENV)/bin/ruff format --check proxy testsite e2e benchmarks scripts
 
 typecheck: setup
 	cd proxy && ../$(VENV)/bin/mypy
