@@ -367,14 +367,14 @@ class Bench:
             peer = start_peer(workdir, pinning, self.origin.port, wait=False)
             self.processes.append(peer.process)
         references: dict[str, Ceiling] = {}  # the ceiling and the minimal proxies
-        for name, origin_port, client in REFERENCE_SERVERS:
+        for name, proxies, client in REFERENCE_SERVERS:
             if name in wanted:
                 references[name] = start_ceiling(
                     workdir,
                     pinning,
                     wait=False,
                     name=name,
-                    origin_port=self.origin.port if origin_port else None,
+                    origin_port=self.origin.port if proxies else None,
                     client=client,
                 )
                 self.processes.append(references[name].process)
