@@ -31,21 +31,9 @@ import uvloop
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-CACHEABLE = "public, max-age=3600"
-# hop-by-hop (RFC 9110 §7.6.1), and the framing aiohttp sets itself from the body
-NOT_RELAYED = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "te",
-        "trailer",
-        "upgrade",
-        "content-length",
-    }
-)
+from openflare.upstream.headers import client_response_headers
 
+CACHEABLE = "public, max-age=3600"
 Handler = Callable[[web.BaseRequest], Awaitable[web.Response]]
 
 
@@ -77,7 +65,9 @@ def from_memory(root: Path) -> Handler:
 
 
 def relayed(headers: CIMultiDictProxy[str]) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in headers.items() if k.lower() not in NOT_RELAYED]
+    """The origin's end-to-end headers: OpenFlare's own rule (hop-by-hop ones, those named in
+    `Connection`, and `Content-Length`, which aiohttp sets from the body), not a copy of it."""
+    return list(client_response_headers(headers))
 
 
 def through_session(upstream: str) -> tuple[Handler, Callable[[], Awaitable[None]]]:
